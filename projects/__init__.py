@@ -1,0 +1,6 @@
+"""Transformer plugins for MMDetection 3.x and MMDetection3D 1.x.
+
+Importing this package (``custom_imports=dict(imports=['projects'])`` in a config) registers every
+family's modules in mmdet's registries and makes mmengine checkpoints load safely on torch >= 2.6.
+"""
+from . import common  # noqa: F401  (must come first: checkpoint I/O)

@@ -1,0 +1,87 @@
+"""Loading pretrained backbone weights from foreign checkpoint layouts.
+
+Each backbone family owns one ``convert`` function (official repository / mmdet layout -> ours);
+this module does everything around it the same way for all families: read the file (through
+mmengine, so ``open-mmlab://`` and URLs work too), unwrap the state dict, strip detector prefixes,
+check shapes, load, and report missing and unexpected keys.
+"""
+from typing import Callable, Dict, Optional
+
+import torch
+from mmengine.logging import MMLogger
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
+
+StateDict = Dict[str, torch.Tensor]
+Converter = Callable[[StateDict, nn.Module], StateDict]
+
+_WRAPPER_KEYS = ('state_dict', 'model', 'module')
+_STRIPPED_PREFIXES = ('module.', 'backbone.')
+
+
+def unwrap_state_dict(checkpoint: dict) -> StateDict:
+    """The tensors of a checkpoint, whether saved by mmengine, an official repo or DDP.
+
+    Detector checkpoints keep the backbone under ``backbone.``; that prefix is stripped and the
+    other sub-modules (neck, heads) are dropped.
+    """
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'expected a checkpoint dict, got {type(checkpoint).__name__}')
+    for key in _WRAPPER_KEYS:
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = {}
+    has_backbone = any(k.startswith('backbone.') or k.startswith('module.backbone.') for k in checkpoint)
+    for key, value in checkpoint.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if key.startswith('module.'):
+            key = key[len('module.'):]
+        if has_backbone:
+            if not key.startswith('backbone.'):
+                continue
+            key = key[len('backbone.'):]
+        state_dict[key] = value
+    return state_dict
+
+
+def check_shapes(state_dict: StateDict, model: nn.Module, source: str) -> None:
+    """Raise naming ``source`` when a key present on both sides has another shape."""
+    own = model.state_dict()
+    mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
+                  if k in own and v.shape != own[k].shape]
+    if mismatched:
+        lines = '\n'.join(f'  {k}: checkpoint {a} vs model {b}' for k, a, b in mismatched[:10])
+        more = f'\n  ... and {len(mismatched) - 10} more' if len(mismatched) > 10 else ''
+        raise ValueError(
+            f'checkpoint {source!r} does not fit {type(model).__name__}: {len(mismatched)} '
+            f'parameter(s) have other shapes (a checkpoint of another size or architecture?)\n'
+            f'{lines}{more}')
+
+
+def load_pretrained(model: nn.Module, filename: str, convert: Optional[Converter] = None,
+                    logger: Optional[MMLogger] = None) -> None:
+    """Load ``filename`` into ``model`` after ``convert``, reporting missing/unexpected keys.
+
+    Raises FileNotFoundError for a missing file and ValueError for a checkpoint of another
+    architecture (shape mismatches, or no key in common at all).
+    """
+    logger = logger or MMLogger.get_current_instance()
+    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu', logger=logger)
+    state_dict = unwrap_state_dict(checkpoint)
+    if convert is not None:
+        state_dict = convert(state_dict, model)
+    check_shapes(state_dict, model, filename)
+    own_keys = set(model.state_dict())
+    if not own_keys & set(state_dict):
+        raise ValueError(
+            f'checkpoint {filename!r} has no parameter of {type(model).__name__} '
+            f'(first keys: {sorted(state_dict)[:5]}); is it a checkpoint of this backbone?')
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    logger.info(f'loaded {len(own_keys) - len(missing)}/{len(own_keys)} tensors of '
+                f'{type(model).__name__} from {filename}')
+    if missing:
+        logger.warning(f'missing keys (left at their initialisation): {sorted(missing)}')
+    if unexpected:
+        logger.warning(f'unexpected keys in {filename} (ignored): {sorted(unexpected)}')

@@ -1,0 +1,136 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do, with mmdet's command-line interface.
+
+The tools only parse arguments and call :func:`train` / :func:`test`; everything here is
+importable and tested. Differences from mmdet's own tools:
+
+- ``projects`` is imported first, so checkpoints load with ``weights_only=True`` on torch >= 2.6
+  (see :mod:`projects.common.checkpoint_io`) and our modules are registered.
+- Distributed runs work on CPU-only machines: mmengine's ``init_dist`` calls
+  ``torch.cuda.set_device`` unconditionally, so without CUDA the process group is initialised
+  here with ``gloo`` (mmengine then skips its own init) and DDP gets ``device_ids=None``.
+"""
+import argparse
+import os
+import os.path as osp
+from typing import List, Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import projects  # noqa: F401  (registers modules, installs checkpoint I/O)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='the directory to save logs, checkpoints and metrics')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs, e.g. train_cfg.max_epochs=2 '
+        'or key="[a,b]" for lists (no white space)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Train a detector')
+    _add_common_arguments(parser)
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the actual batch size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint, or without a value from the latest checkpoint in '
+        'the work directory')
+    return parser
+
+
+def test_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector')
+    _add_common_arguments(parser)
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump predictions to a pickle file (.pkl)')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='save painted predictions under '
+                        'work_dir/<timestamp>/<show-dir>')
+    parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file with ``--cfg-options``, ``--work-dir`` and ``--launcher`` applied."""
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file {args.config!r} does not exist')
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
+    return cfg
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Initialise a ``gloo`` process group from torchrun's environment and make DDP CPU-ready."""
+    if cfg.launcher != 'pytorch':
+        raise ValueError(f'--launcher {cfg.launcher} needs CUDA; on CPU use --launcher pytorch '
+                         '(tools/dist_train.sh) which runs with gloo')
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo', init_method='env://')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(cfg: Config) -> Runner:
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def train(argv: Optional[List[str]] = None) -> Runner:
+    args = train_parser().parse_args(argv)
+    cfg = load_config(args)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ValueError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = build_runner(cfg)
+    runner.train()
+    return runner
+
+
+def test(argv: Optional[List[str]] = None) -> dict:
+    """Evaluate a checkpoint; returns the metrics."""
+    from mmdet.engine.hooks.utils import trigger_visualization_hook
+    from mmdet.evaluation import DumpDetResults
+
+    args = test_parser().parse_args(argv)
+    cfg = load_config(args)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file, got {args.out!r}')
+    runner = build_runner(cfg)
+    if args.out is not None:
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    return runner.test()

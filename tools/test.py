@@ -1,0 +1,10 @@
+"""Test a detector: python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] ..."""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from projects.engine.launch import test  # noqa: E402
+
+if __name__ == '__main__':
+    test()
