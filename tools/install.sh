@@ -18,6 +18,7 @@
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
+export PIP_ROOT_USER_ACTION=ignore
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 MMCV_VERSION=2.1.0
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

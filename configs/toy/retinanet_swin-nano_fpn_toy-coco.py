@@ -1,0 +1,78 @@
+# Quickstart: RetinaNet with a small Swin (ours, trained from scratch) on the generated toy COCO set
+# (tools/data/make_toy_coco.py: 128x128 images of coloured shapes). Learns on 2 CPU cores in minutes.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/default_runtime.py',
+    '../_base_/backbones/swin.py',
+]
+
+data_root = 'data/toy_coco/'
+metainfo = dict(  # projects.datasets.toy_coco.METAINFO
+    classes=('circle', 'square', 'triangle', 'cross'),
+    palette=[(220, 20, 60), (0, 128, 255), (60, 180, 75), (255, 160, 0)])
+image_size = (128, 128)
+
+model = dict(
+    backbone=dict(
+        _base_.swin_t,
+        embed_dims=32,
+        depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 4, 8],
+        window_size=4,
+        drop_path_rate=0.1,
+        out_indices=(1, 2, 3),
+        init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256], out_channels=64, start_level=0, num_outs=5),
+    bbox_head=dict(num_classes=len(metainfo['classes']), in_channels=64, feat_channels=64, stacked_convs=2))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+_dataset = dict(type='CocoDataset', data_root=data_root, metainfo=metainfo)
+train_dataloader = dict(
+    batch_size=8, num_workers=1, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(_dataset, ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='train/'), filter_cfg=dict(filter_empty_gt=True),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8, num_workers=1, persistent_workers=True, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(_dataset, ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='val/'), test_mode=True, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json',
+                     metric='bbox')
+test_evaluator = val_evaluator
+
+max_epochs = 12
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'relative_position_bias_table': dict(decay_mult=0.),
+                                    'norm': dict(decay_mult=0.)}),
+    clip_grad=dict(max_norm=10, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5),
+]
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=1, max_keep_ckpts=2),
+    visualization=dict(interval=10))  # with --show-dir: paint every 10th val image
+log_processor = dict(window_size=10)
+auto_scale_lr = dict(enable=False, base_batch_size=8)

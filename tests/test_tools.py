@@ -1,0 +1,81 @@
+"""tools/ end to end on a small generated toy COCO set: train, resume, test, distributed, quickstart."""
+import glob
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from projects.datasets import prepare_toy_coco
+from projects.engine.launch import test, train
+from projects.engine.quickstart import DEFAULT_CONFIG, latest_checkpoint, run_quickstart
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(REPO, DEFAULT_CONFIG)
+
+
+@pytest.fixture(scope='module')
+def toy_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('toy_coco'))
+    prepare_toy_coco(root, num_train=16, num_val=8, progress=False)
+    return root
+
+
+def _options(toy_root, max_epochs):
+    val_json = osp.join(toy_root, 'annotations/instances_val.json')
+    return ['--cfg-options', f'train_cfg.max_epochs={max_epochs}', 'train_cfg.val_interval=1',
+            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+            'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+            'train_dataloader.batch_size=4', 'model.backbone.depths=[1,1,1,1]',
+            *[f'{s}_dataloader.dataset.data_root={toy_root}' for s in ('train', 'val', 'test')],
+            f'val_evaluator.ann_file={val_json}', f'test_evaluator.ann_file={val_json}']
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no_such_config.py'):
+        train([str(tmp_path / 'no_such_config.py')])
+    with pytest.raises(FileNotFoundError, match='no_such.pth'):
+        test([CONFIG, str(tmp_path / 'no_such.pth'), '--work-dir', str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        train([CONFIG, '--work-dir', str(tmp_path), '--resume', str(tmp_path / 'missing.pth')])
+
+
+@pytest.mark.slow
+def test_train_resume_test(toy_root, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    train([CONFIG, '--work-dir', work_dir, *_options(toy_root, max_epochs=1)])
+    first = latest_checkpoint(work_dir)
+    assert first.endswith('epoch_1.pth')
+
+    runner = train([CONFIG, '--work-dir', work_dir, '--resume', *_options(toy_root, max_epochs=2)])
+    assert runner.epoch == 2 and latest_checkpoint(work_dir).endswith('epoch_2.pth')
+
+    out = str(tmp_path / 'predictions.pkl')
+    metrics = test([CONFIG, latest_checkpoint(work_dir), '--work-dir', work_dir, '--out', out,
+                    '--show-dir', 'painted', *_options(toy_root, max_epochs=2)])
+    assert 0.0 <= metrics['coco/bbox_mAP_50'] <= 1.0
+    assert osp.getsize(out) > 0
+    assert glob.glob(osp.join(work_dir, '*', 'painted', '*.png'))
+
+
+@pytest.mark.slow
+def test_distributed_cpu_training(toy_root, tmp_path):
+    work_dir = str(tmp_path / 'dist')
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29531', OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_train.sh'), CONFIG, '2', '--work-dir', work_dir,
+         *_options(toy_root, max_epochs=1)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
+    assert 'world_size: 2' in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_short_schedule(toy_root, tmp_path):
+    metrics = run_quickstart(CONFIG, str(tmp_path / 'quick'), data_root=toy_root,
+                             cfg_options=_options(toy_root, max_epochs=1)[1:])
+    assert 'coco/bbox_mAP' in metrics
+    assert glob.glob(str(tmp_path / 'quick' / '*' / 'predictions' / '*.png'))
