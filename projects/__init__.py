@@ -4,3 +4,5 @@ Importing this package (``custom_imports=dict(imports=['projects'])`` in a confi
 family's modules in mmdet's registries and makes mmengine checkpoints load safely on torch >= 2.6.
 """
 from . import common  # noqa: F401  (must come first: checkpoint I/O)
+from . import swin  # noqa: F401
+from . import deformable_attention  # noqa: F401

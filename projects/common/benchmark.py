@@ -1,0 +1,100 @@
+"""Wall-clock time and peak memory of one callable, for benchmarks that compare implementations.
+
+``measure(fn, repeats, warmup, device)`` is the whole API. Peak memory is the growth above what
+was resident in the process (CPU) or allocated to tensors (CUDA) just before the timed calls:
+
+* CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (tensor memory only).
+* CPU: the kernel's resident-set high-water mark (``VmHWM`` in ``/proc/self/status``), reset through
+  ``/proc/self/clear_refs`` before the calls, minus the resident set at that moment. That is exact
+  for whatever the process touches (every tensor, allocator overhead), with no sampling gaps; free
+  heap memory is returned to the system first (``malloc_trim``) so that the baseline holds no
+  reusable memory that would hide growth. Linux only; elsewhere the peak is reported as None.
+  ``tracemalloc`` would miss tensors: torch allocates outside Python's allocator.
+"""
+import ctypes
+import re
+import statistics
+import time
+from typing import Any, Callable, Optional, Tuple, Union
+
+import torch
+
+__all__ = ['measure']
+
+_STATUS = '/proc/self/status'
+_CLEAR_REFS = '/proc/self/clear_refs'
+
+
+def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
+            device: Union[str, torch.device] = 'cpu') -> Tuple[float, Optional[int]]:
+    """Calls ``fn()`` ``warmup`` times untimed, then ``repeats`` times timed.
+
+    Returns:
+        (median seconds per call, peak bytes above the pre-call baseline over the timed calls, or
+        None where the platform cannot measure it). ``fn``'s results are dropped after each call.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f'measure needs repeats >= 1 and warmup >= 0, got {repeats} and {warmup}')
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    memory = _CudaPeak(device) if device.type == 'cuda' else _ResidentPeak()
+    memory.start()
+    seconds = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), memory.peak()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+class _CudaPeak:
+    """Peak tensor memory on one CUDA device above what was allocated at ``start``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> None:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.baseline = torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device) - self.baseline
+
+
+class _ResidentPeak:
+    """Peak resident memory of this process above its resident memory at ``start`` (Linux)."""
+
+    def start(self) -> None:
+        _release_free_heap()
+        try:
+            with open(_CLEAR_REFS, 'w') as clear_refs:
+                clear_refs.write('5')  # resets VmHWM to the current resident set
+            self.baseline = _status_bytes('VmRSS')
+        except OSError:
+            self.baseline = None
+
+    def peak(self) -> Optional[int]:
+        if self.baseline is None:
+            return None
+        return _status_bytes('VmHWM') - self.baseline
+
+
+def _status_bytes(field: str) -> int:
+    with open(_STATUS) as status:
+        return int(re.search(rf'^{field}:\s+(\d+) kB', status.read(), re.MULTILINE).group(1)) * 1024
+
+
+def _release_free_heap() -> None:
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
