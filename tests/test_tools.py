@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from projects.datasets import prepare_toy_coco
-from projects.engine.launch import test, train
+from projects.engine import launch
 from projects.engine.quickstart import DEFAULT_CONFIG, latest_checkpoint, run_quickstart
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -35,25 +35,39 @@ def _options(toy_root, max_epochs):
 
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='no_such_config.py'):
-        train([str(tmp_path / 'no_such_config.py')])
+        launch.train([str(tmp_path / 'no_such_config.py')])
     with pytest.raises(FileNotFoundError, match='no_such.pth'):
-        test([CONFIG, str(tmp_path / 'no_such.pth'), '--work-dir', str(tmp_path)])
+        launch.test([CONFIG, str(tmp_path / 'no_such.pth'), '--work-dir', str(tmp_path)])
     with pytest.raises(FileNotFoundError, match='missing.pth'):
-        train([CONFIG, '--work-dir', str(tmp_path), '--resume', str(tmp_path / 'missing.pth')])
+        launch.train([CONFIG, '--work-dir', str(tmp_path), '--resume', str(tmp_path / 'missing.pth')])
+
+
+@pytest.mark.parametrize('content, expected', [
+    (None, 'does not exist'), ('', 'is empty'), ('{"images": [', 'is not valid JSON'),
+    ('{"images": [], "annotations": [], "categories": []}', 'lists no images')])
+def test_bad_annotation_file_is_named_before_training(toy_root, tmp_path, content, expected):
+    ann_file = tmp_path / 'instances_val.json'
+    if content is not None:
+        ann_file.write_text(content)
+    options = _options(toy_root, max_epochs=1) + [f'val_evaluator.ann_file={ann_file}']
+    with pytest.raises((FileNotFoundError, ValueError),
+                       match=f'val_evaluator.ann_file: .*instances_val.json.* {expected}'):
+        launch.train([CONFIG, '--work-dir', str(tmp_path / 'work'), *options])
+    assert not (tmp_path / 'work').exists()  # stopped before anything was built
 
 
 @pytest.mark.slow
 def test_train_resume_test(toy_root, tmp_path):
     work_dir = str(tmp_path / 'work')
-    train([CONFIG, '--work-dir', work_dir, *_options(toy_root, max_epochs=1)])
+    launch.train([CONFIG, '--work-dir', work_dir, *_options(toy_root, max_epochs=1)])
     first = latest_checkpoint(work_dir)
     assert first.endswith('epoch_1.pth')
 
-    runner = train([CONFIG, '--work-dir', work_dir, '--resume', *_options(toy_root, max_epochs=2)])
+    runner = launch.train([CONFIG, '--work-dir', work_dir, '--resume', *_options(toy_root, max_epochs=2)])
     assert runner.epoch == 2 and latest_checkpoint(work_dir).endswith('epoch_2.pth')
 
     out = str(tmp_path / 'predictions.pkl')
-    metrics = test([CONFIG, latest_checkpoint(work_dir), '--work-dir', work_dir, '--out', out,
+    metrics = launch.test([CONFIG, latest_checkpoint(work_dir), '--work-dir', work_dir, '--out', out,
                     '--show-dir', 'painted', *_options(toy_root, max_epochs=2)])
     assert 0.0 <= metrics['coco/bbox_mAP_50'] <= 1.0
     assert osp.getsize(out) > 0

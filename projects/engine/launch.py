@@ -10,6 +10,7 @@ importable and tested. Differences from mmdet's own tools:
   here with ``gloo`` (mmengine then skips its own init) and DDP gets ``device_ids=None``.
 """
 import argparse
+import json
 import os
 import os.path as osp
 from typing import List, Optional
@@ -78,6 +79,63 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+# Annotation files up to this size are parsed up front to check they hold images; larger ones
+# (COCO train2017 is ~450 MB) only for existence, so as not to parse them twice.
+_PARSE_LIMIT_BYTES = 64 * 2**20
+
+
+def _dataset_configs(dataset: dict, key: str):
+    """(config key, dataset config) of a dataset and of those it wraps (Repeat/Concat/...)."""
+    yield key, dataset
+    if isinstance(dataset.get('dataset'), dict):
+        yield from _dataset_configs(dataset['dataset'], f'{key}.dataset')
+    for i, inner in enumerate(dataset.get('datasets') or []):
+        yield from _dataset_configs(inner, f'{key}.datasets[{i}]')
+
+
+def check_annotation_file(path: str, key: str) -> None:
+    """Raise naming ``key`` and ``path`` if a COCO-style annotation file is missing, empty, not
+    JSON or holds no images."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{key}: annotation file {path!r} does not exist')
+    size = osp.getsize(path)
+    if size == 0:
+        raise ValueError(f'{key}: annotation file {path!r} is empty')
+    if not path.endswith('.json') or size > _PARSE_LIMIT_BYTES:
+        return
+    with open(path) as f:
+        try:
+            content = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f'{key}: annotation file {path!r} is not valid JSON: {error}') from None
+    if isinstance(content, dict) and 'images' in content and not content['images']:
+        raise ValueError(f'{key}: annotation file {path!r} lists no images; expected a COCO '
+                         'file with at least one entry in "images"')
+
+
+def check_annotation_files(cfg: Config, splits=('train', 'val', 'test')) -> None:
+    """Check the local annotation files that the splits' dataloaders and evaluators will read
+    (before training, so that a bad val file cannot fail the run after the last epoch)."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader or 'dataset' not in loader:
+            continue
+        for key, dataset in _dataset_configs(loader['dataset'], f'{split}_dataloader.dataset'):
+            ann_file = dataset.get('ann_file')
+            if ann_file and '://' not in ann_file:
+                check_annotation_file(osp.join(dataset.get('data_root') or '', ann_file),
+                                      f'{key}.ann_file')
+        evaluators = cfg.get(f'{split}_evaluator') or []
+        if isinstance(evaluators, dict):
+            evaluators = {f'{split}_evaluator': evaluators}
+        else:
+            evaluators = {f'{split}_evaluator[{i}]': e for i, e in enumerate(evaluators)}
+        for key, evaluator in evaluators.items():
+            ann_file = evaluator.get('ann_file')
+            if ann_file and '://' not in ann_file:
+                check_annotation_file(ann_file, f'{key}.ann_file')
+
+
 def setup_cpu_distributed(cfg: Config) -> None:
     """Initialise a ``gloo`` process group from torchrun's environment and make DDP CPU-ready."""
     if cfg.launcher != 'pytorch':
@@ -111,6 +169,7 @@ def train(argv: Optional[List[str]] = None) -> Runner:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
+    check_annotation_files(cfg, splits=('train', 'val'))
     runner = build_runner(cfg)
     runner.train()
     return runner
@@ -126,6 +185,7 @@ def test(argv: Optional[List[str]] = None) -> dict:
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
     cfg.load_from = args.checkpoint
+    check_annotation_files(cfg, splits=('test', ))
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):

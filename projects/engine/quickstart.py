@@ -50,12 +50,13 @@ def run_quickstart(config: str = DEFAULT_CONFIG, work_dir: str = 'work_dirs/quic
     print(f'      {"generated" if summary["generated"] else "already there"}: {summary}')
 
     print(f'[2/3] training {config} (work dir {work_dir})')
-    train([config, '--work-dir', work_dir, '--cfg-options', *overrides])
+    options = ['--cfg-options', *overrides] if overrides else []
+    train([config, '--work-dir', work_dir, *options])
 
     print('[3/3] testing the last checkpoint, painting predictions')
     checkpoint = latest_checkpoint(work_dir)
     metrics = test([config, checkpoint, '--work-dir', work_dir, '--show-dir', 'predictions',
-                    '--cfg-options', *overrides])
+                    *options])
     pictures = sorted(glob.glob(osp.join(work_dir, '*', 'predictions', '*.png')))
     print('')
     print(f'box AP   {metrics["coco/bbox_mAP"]:.3f}')
