@@ -1,0 +1,6 @@
+# RetinaNet, PVTv2-b0, 1x schedule (AdamW 1e-4).
+# mmdet's config with our backbone in place of mmdet's PyramidVisionTransformerV2; everything
+# else as published.
+_base_ = ['mmdet::pvt/retinanet_pvtv2-b0_fpn_1x_coco.py', '../_base_/backbones/pvt.py']
+
+model = dict(backbone=_base_.pvtv2_b0)
