@@ -4,13 +4,8 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/default_runtime.py',
     '../_base_/backbones/swin.py',
+    '../_base_/datasets/toy_coco.py',
 ]
-
-data_root = 'data/toy_coco/'
-metainfo = dict(  # projects.datasets.toy_coco.METAINFO
-    classes=('circle', 'square', 'triangle', 'cross'),
-    palette=[(220, 20, 60), (0, 128, 255), (60, 180, 75), (255, 160, 0)])
-image_size = (128, 128)
 
 model = dict(
     backbone=dict(
@@ -23,38 +18,13 @@ model = dict(
         out_indices=(1, 2, 3),
         init_cfg=None),
     neck=dict(in_channels=[64, 128, 256], out_channels=64, start_level=0, num_outs=5),
-    bbox_head=dict(num_classes=len(metainfo['classes']), in_channels=64, feat_channels=64, stacked_convs=2))
+    bbox_head=dict(num_classes=len(_base_.toy_metainfo['classes']), in_channels=64,
+                   feat_channels=64, stacked_convs=2))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-_dataset = dict(type='CocoDataset', data_root=data_root, metainfo=metainfo)
-train_dataloader = dict(
-    batch_size=8, num_workers=1, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
-    dataset=dict(_dataset, ann_file='annotations/instances_train.json',
-                 data_prefix=dict(img='train/'), filter_cfg=dict(filter_empty_gt=True),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8, num_workers=1, persistent_workers=True, drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(_dataset, ann_file='annotations/instances_val.json',
-                 data_prefix=dict(img='val/'), test_mode=True, pipeline=test_pipeline))
+train_dataloader = _base_.toy_train_dataloader
+val_dataloader = _base_.toy_val_dataloader
 test_dataloader = val_dataloader
-val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json',
-                     metric='bbox')
+val_evaluator = _base_.toy_val_evaluator
 test_evaluator = val_evaluator
 
 max_epochs = 12

@@ -42,7 +42,7 @@ def run_quickstart(config: str = DEFAULT_CONFIG, work_dir: str = 'work_dirs/quic
     start = time.time()
     overrides = list(cfg_options or [])
     if data_root is None:
-        data_root = Config.fromfile(config).data_root
+        data_root = Config.fromfile(config).train_dataloader.dataset.data_root
     else:
         overrides = _data_root_options(data_root) + overrides
     print(f'[1/3] toy COCO data in {data_root}')
