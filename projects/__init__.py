@@ -6,4 +6,5 @@ family's modules in mmdet's registries and makes mmengine checkpoints load safel
 from . import common  # noqa: F401  (must come first: checkpoint I/O)
 from . import swin  # noqa: F401
 from . import pvt  # noqa: F401
+from . import moa  # noqa: F401
 from . import deformable_attention  # noqa: F401

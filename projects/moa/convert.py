@@ -1,0 +1,77 @@
+"""The one place that turns official MOA checkpoints into :class:`MOABackbone` weights.
+
+Understood layouts (after :func:`projects.common.pretrained.unwrap_state_dict` has stripped
+``module.`` / ``backbone.``):
+
+- official krushi1992/MOA-transformer (``models/MOA_transformer.py``, classification):
+
+  ===================================================  ==========================================
+  official                                             ours
+  ===================================================  ==========================================
+  ``patch_embed.{proj,norm}``                          the same
+  ``layers.{i}.blocks.{j}.{norm1,attn,norm2,mlp}.*``   ``stages.{i}.blocks.{j}.*`` (the same below)
+  ``layers.{i}.glb_attn.pre_conv``                     ``stages.{i}.moa.attn.reduce``
+  ``layers.{i}.glb_attn.{q,kv,proj}``,                 ``stages.{i}.moa.attn.*``
+  ``layers.{i}.glb_attn.relative_position_bias_table``
+  ``layers.{i}.{norm1,norm2,post_conv}``               ``stages.{i}.moa.*``
+  ``layers.{i}.downsample.{reduction,norm}``           ``stages.{i}.downsample.*``
+  ``norm`` (after the last stage)                      ``norm{last}`` where the model has it
+  ===================================================  ==========================================
+
+  The classifier ``head`` and the ``relative_position_index`` buffers (we recompute them) are
+  dropped. Shapes match wherever the configuration does (window 14, overlap 1, reduction 32,
+  ``pretrain_img_size`` 224).
+- ours: passed through.
+"""
+import re
+from typing import Dict, Optional
+
+from torch import Tensor, nn
+
+StateDict = Dict[str, Tensor]
+
+_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
+_LAYER_RENAMES = (  # below layers.{i}.: official -> ours, first match wins
+    ('glb_attn.pre_conv.', 'moa.attn.reduce.'),
+    ('glb_attn.', 'moa.attn.'),
+    ('norm1.', 'moa.norm1.'),
+    ('norm2.', 'moa.norm2.'),
+    ('post_conv.', 'moa.post_conv.'),
+)
+
+
+def checkpoint_layout(state_dict: StateDict) -> str:
+    """'official' or 'ours', judged from the key names."""
+    return 'official' if any(k.startswith('layers.') for k in state_dict) else 'ours'
+
+
+def official_key(key: str, last_norm: str) -> Optional[str]:
+    """An official key -> ours (``last_norm``: our name of the final norm); None for the
+    dropped tensors."""
+    if key.startswith('head.') or key.endswith('relative_position_index'):
+        return None
+    if key.startswith('norm.'):
+        return last_norm + key[len('norm'):]
+    match = _LAYER.match(key)
+    if match is None:
+        return key  # patch_embed
+    stage, rest = match.groups()
+    for old, new in _LAYER_RENAMES:
+        if rest.startswith(old):
+            rest = new + rest[len(old):]
+            break
+    return f'stages.{stage}.{rest}'
+
+
+def convert_moa_checkpoint(state_dict: StateDict, model: nn.Module) -> StateDict:
+    """Convert an official or own MOA state dict for ``model``."""
+    if checkpoint_layout(state_dict) == 'ours':
+        return dict(state_dict)
+    own = model.state_dict()
+    last_norm = f'norm{len(model.stages) - 1}'
+    converted = {}
+    for key, value in state_dict.items():
+        new_key = official_key(key, last_norm)
+        if new_key is not None and (not new_key.startswith(last_norm + '.') or new_key in own):
+            converted[new_key] = value
+    return converted
