@@ -93,3 +93,4 @@ def test_quickstart_short_schedule(toy_root, tmp_path):
                              cfg_options=_options(toy_root, max_epochs=1)[1:])
     assert 'coco/bbox_mAP' in metrics
     assert glob.glob(str(tmp_path / 'quick' / '*' / 'predictions' / '*.png'))
+    assert (tmp_path / 'quick' / 'predictions_sheet.png').is_file()

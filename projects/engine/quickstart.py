@@ -4,11 +4,13 @@
 ``train`` / ``test`` entry points as ``tools/train.py`` / ``tools/test.py``.
 """
 import glob
+import math
 import os.path as osp
 import time
 from typing import List, Optional
 
 from mmengine.config import Config
+from PIL import Image
 
 from projects.datasets import prepare_toy_coco
 from projects.engine.launch import test, train
@@ -23,6 +25,17 @@ def latest_checkpoint(work_dir: str) -> str:
         raise FileNotFoundError(f'no checkpoint was saved in {work_dir!r} ({pointer} is missing)')
     with open(pointer) as f:
         return f.read().strip()
+
+
+def save_contact_sheet(image_paths: List[str], out_path: str, columns: int = 2) -> None:
+    """Paste images (all of the first one's size) into one grid PNG, row by row."""
+    images = [Image.open(path).convert('RGB') for path in image_paths]
+    width, height = images[0].size
+    rows = math.ceil(len(images) / columns)
+    sheet = Image.new('RGB', (width * columns, height * rows), 'white')
+    for i, image in enumerate(images):
+        sheet.paste(image, ((i % columns) * width, (i // columns) * height))
+    sheet.save(out_path)
 
 
 def _data_root_options(data_root: str) -> List[str]:
@@ -58,10 +71,14 @@ def run_quickstart(config: str = DEFAULT_CONFIG, work_dir: str = 'work_dirs/quic
     metrics = test([config, checkpoint, '--work-dir', work_dir, '--show-dir', 'predictions',
                     *options])
     pictures = sorted(glob.glob(osp.join(work_dir, '*', 'predictions', '*.png')))
+    sheet = osp.join(work_dir, 'predictions_sheet.png')
+    if pictures:
+        save_contact_sheet(pictures[:8], sheet)
     print('')
     print(f'box AP   {metrics["coco/bbox_mAP"]:.3f}')
     print(f'box AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
     print(f'checkpoint  {checkpoint}')
-    print(f'pictures    {len(pictures)} under {osp.dirname(pictures[0]) if pictures else "-"}')
+    print(f'pictures    {sheet} (ground truth | prediction, 8 val images); all {len(pictures)} '
+          f'under {osp.dirname(pictures[0]) if pictures else "-"}')
     print(f'total time  {time.time() - start:.0f} s')
     return metrics
