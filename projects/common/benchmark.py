@@ -1,7 +1,8 @@
 """Wall-clock time and peak memory of one callable, for benchmarks that compare implementations.
 
-``measure(fn, repeats, warmup, device)`` is the whole API. Peak memory is the growth above what
-was resident in the process (CPU) or allocated to tensors (CUDA) just before the timed calls:
+``measure(fn, repeats, warmup, device)`` is the API; ``measure_interleaved`` runs it for several
+callables in alternation (fair under load from other processes). Peak memory is the growth above
+what was resident in the process (CPU) or allocated to tensors (CUDA) just before the timed calls:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (tensor memory only).
 * CPU: the kernel's resident-set high-water mark (``VmHWM`` in ``/proc/self/status``), reset through
@@ -15,11 +16,11 @@ import ctypes
 import re
 import statistics
 import time
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-__all__ = ['measure']
+__all__ = ['measure', 'measure_interleaved']
 
 _STATUS = '/proc/self/status'
 _CLEAR_REFS = '/proc/self/clear_refs'
@@ -48,6 +49,29 @@ def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds), memory.peak()
+
+
+def measure_interleaved(fns: Dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
+                        device: Union[str, torch.device] = 'cpu'
+                        ) -> Dict[str, Tuple[float, Optional[int]]]:
+    """:func:`measure` for several callables, one timed call of each per round, so that load
+    from other processes on a shared machine hits them alike.
+
+    Returns:
+        name -> (median seconds per call, largest peak bytes over its calls, or None).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f'measure needs repeats >= 1 and warmup >= 0, got {repeats} and {warmup}')
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(measure(fn, repeats=1, warmup=0, device=device))
+    return {name: (statistics.median(s for s, _ in runs),
+                   None if any(p is None for _, p in runs) else max(p for _, p in runs))
+            for name, runs in samples.items()}
 
 
 def _synchronize(device: torch.device) -> None:

@@ -5,6 +5,7 @@ this module does everything around it the same way for all families: read the fi
 mmengine, so ``open-mmlab://`` and URLs work too), unwrap the state dict, strip detector prefixes,
 check shapes, load, and report missing and unexpected keys.
 """
+import os.path as osp
 from typing import Callable, Dict, Optional
 
 import torch
@@ -58,6 +59,28 @@ def check_shapes(state_dict: StateDict, model: nn.Module, source: str) -> None:
             f'checkpoint {source!r} does not fit {type(model).__name__}: {len(mismatched)} '
             f'parameter(s) have other shapes (a checkpoint of another size or architecture?)\n'
             f'{lines}{more}')
+
+
+def pretrained_checkpoint(pretrained: Optional[str], init_cfg: Optional[dict]) -> Optional[str]:
+    """The checkpoint a backbone is asked to start from: ``pretrained='path'`` or
+    ``init_cfg=dict(type='Pretrained', checkpoint='path')``; None when neither names one.
+
+    Meant for a backbone's ``__init__``, so that a wrong path fails when the model is built:
+    raises ValueError when both are given and FileNotFoundError, naming the argument, for a
+    local path that does not exist (URLs and ``scheme://`` paths are left to the loader).
+    """
+    from_init_cfg = isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
+    if pretrained is not None and init_cfg is not None:
+        raise ValueError('give either pretrained or init_cfg, not both '
+                         f'(pretrained={pretrained!r}, init_cfg={init_cfg!r})')
+    if from_init_cfg and 'checkpoint' not in init_cfg:
+        raise ValueError(f"init_cfg of type 'Pretrained' needs a checkpoint, got {init_cfg!r}")
+    path, argument = ((pretrained, 'pretrained') if pretrained is not None else
+                      (init_cfg['checkpoint'], "init_cfg['checkpoint']") if from_init_cfg else
+                      (None, None))
+    if path is not None and '://' not in path and not osp.isfile(path):
+        raise FileNotFoundError(f'{argument}: no checkpoint file at {path!r}')
+    return path
 
 
 def load_pretrained(model: nn.Module, filename: str, convert: Optional[Converter] = None,
