@@ -75,8 +75,11 @@ def run_quickstart(config: str = DEFAULT_CONFIG, work_dir: str = 'work_dirs/quic
     if pictures:
         save_contact_sheet(pictures[:8], sheet)
     print('')
-    print(f'box AP   {metrics["coco/bbox_mAP"]:.3f}')
-    print(f'box AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
+    if 'coco/bbox_mAP' in metrics:
+        print(f'box AP   {metrics["coco/bbox_mAP"]:.3f}')
+        print(f'box AP50 {metrics["coco/bbox_mAP_50"]:.3f}')
+    else:
+        print('box AP   - (no box scored above the test score threshold)')
     print(f'checkpoint  {checkpoint}')
     print(f'pictures    {sheet} (ground truth | prediction, 8 val images); all {len(pictures)} '
           f'under {osp.dirname(pictures[0]) if pictures else "-"}')

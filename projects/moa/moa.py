@@ -50,16 +50,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
+from ..common.backbone import StagedBackbone
+from ..common.layers import drop_path
 from ..common.pretrained import load_pretrained, pretrained_checkpoint
 from ..pvt.pvt import map_to_tokens, tokens_to_map
-from ..swin.swin import (PatchEmbed, PatchMerging, SwinBlock, WindowAttention, drop_path,
-                         gather_tokens, window_layout)
+from ..swin.swin import (PatchEmbed, PatchMerging, SwinBlock, WindowAttention, gather_tokens,
+                         window_layout)
 from .convert import convert_moa_checkpoint
 
 MOA_ARCHS: Dict[str, dict] = {  # the paper's three-stage classification models
@@ -217,7 +217,7 @@ class MOAStage(nn.Module):
 
 
 @MODELS.register_module()
-class MOABackbone(BaseModule):
+class MOABackbone(StagedBackbone):
     """MOA Transformer backbone returning NCHW features of the stages in ``out_indices``.
 
     The paper's models have three stages (strides 4, 8, 16, window 14); give four ``depths`` /
@@ -379,28 +379,6 @@ class MOABackbone(BaseModule):
                 outs.append(tokens_to_map(out, hw).contiguous())
             hw = next_hw
         return outs
-
-    def train(self, mode: bool = True) -> 'MOABackbone':
-        """Switch mode, keeping frozen stages (and BatchNorms under ``norm_eval``) in eval."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-    def _freeze_stages(self) -> None:
-        """Eval mode and no gradients for the patch embedding and stages 1..frozen_stages."""
-        frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
-        for i in range(self.frozen_stages):
-            frozen.append(self.stages[i])
-            if i in self.out_indices:
-                frozen.append(getattr(self, f'norm{i}'))
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
 
     def init_weights(self) -> None:
         """Load ``pretrained`` through :func:`convert_moa_checkpoint`, else initialise from

@@ -21,14 +21,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 from ..common.pretrained import load_pretrained, pretrained_checkpoint
-from ..swin.swin import drop_path
+from ..common.backbone import StagedBackbone
+from ..common.layers import drop_path
 from .convert import convert_pvt_checkpoint
 
 BLOCK_NORM_EPS = 1e-6  # LayerNorm eps of the official models' blocks and stage norms
@@ -239,7 +238,7 @@ def _pair(value: Union[int, Sequence[int]], name: str) -> Tuple[int, int]:
     return pair
 
 
-class PyramidVisionBase(BaseModule):
+class PyramidVisionBase(StagedBackbone):
     """What PVT v1 and v2 share: stages of :class:`PVTBlock` s, the arch table, validation,
     freezing, loading. Subclasses choose the patch embeddings, position embeddings, MLP and
     stage norms.
@@ -382,27 +381,17 @@ class PyramidVisionBase(BaseModule):
                 outs.append(x)
         return outs
 
-    def train(self, mode: bool = True) -> 'PyramidVisionBase':
-        """Switch mode, keeping frozen parts (and BatchNorms under ``norm_eval``) in eval."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+    def frozen_modules(self) -> List[nn.Module]:
+        """The first patch embedding and stages 1..frozen_stages (whose output is not normed)."""
+        if self.frozen_stages < 0:
+            return []
+        return [self.stages[0].patch_embed, *self.stages[:self.frozen_stages]]
 
     def _freeze_stages(self) -> None:
-        """Eval mode and no gradients for the first patch (and position) embedding and stages
-        1..frozen_stages."""
-        if self.frozen_stages < 0:
-            return
+        """As every backbone, plus v1's first position embedding (a bare parameter)."""
+        super()._freeze_stages()
         first = self.stages[0]
-        for module in [first.patch_embed, *self.stages[:self.frozen_stages]]:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-        if first.pos_embed is not None:
+        if self.frozen_stages >= 0 and first.pos_embed is not None:
             first.pos_embed.requires_grad = False
 
     def init_weights(self) -> None:

@@ -26,12 +26,12 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
+from ..common.backbone import StagedBackbone
+from ..common.layers import drop_path
 from ..common.pretrained import load_pretrained, pretrained_checkpoint
 from .convert import convert_swin_checkpoint
 
@@ -180,15 +180,6 @@ def gather_windows(x: Tensor, layout: WindowLayout) -> Tensor:
 def cat_tokens(parts: List[Tensor]) -> Tensor:
     """(B, L_i, C) chunks -> (B, sum L_i, C); a single chunk is returned as it is."""
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-
-def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
-    """Stochastic depth: drop a residual branch (B, ...) per sample with probability ``rate``."""
-    if rate == 0.0 or not training:
-        return x
-    keep = 1.0 - rate
-    kept = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep)
-    return x * kept / keep
 
 
 def attention_mask(position_bias: Tensor, shift_mask: Optional[Tensor], batch_size: int) -> Tensor:
@@ -459,7 +450,7 @@ def _per_stage(value: Union[int, Sequence[int]], num_stages: int, name: str) -> 
 
 
 @MODELS.register_module()
-class SwinBackbone(BaseModule):
+class SwinBackbone(StagedBackbone):
     """Swin Transformer v1 backbone returning NCHW features of the stages in ``out_indices``.
 
     Any input size works: the image is padded to the patch size, every stage's map to whole
@@ -576,28 +567,6 @@ class SwinBackbone(BaseModule):
                 outs.append(out.view(-1, *hw, out.shape[-1]).permute(0, 3, 1, 2).contiguous())
             hw = next_hw
         return outs
-
-    def train(self, mode: bool = True) -> 'SwinBackbone':
-        """Switch mode, keeping frozen stages (and BatchNorms under ``norm_eval``) in eval."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
-
-    def _freeze_stages(self) -> None:
-        """Eval mode and no gradients for the patch embedding and stages 1..frozen_stages."""
-        frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
-        for i in range(self.frozen_stages):
-            frozen.append(self.stages[i])
-            if i in self.out_indices:
-                frozen.append(getattr(self, f'norm{i}'))
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
 
     def init_weights(self) -> None:
         """Load ``pretrained`` through :func:`convert_swin_checkpoint`, else initialise from scratch

@@ -1,0 +1,46 @@
+"""What our backbones share: mmdet's ``frozen_stages`` and ``norm_eval`` conventions."""
+from typing import List
+
+from mmengine.model import BaseModule
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class StagedBackbone(BaseModule):
+    """A backbone of ``patch_embed``, ``stages`` and output norms ``norm{i}`` (for i in
+    ``out_indices``), with ``frozen_stages`` and ``norm_eval`` set by the subclass.
+
+    ``frozen_stages`` k >= 0 freezes the patch embedding and stages 1..k (with their output
+    norms): eval mode and no gradients, kept so by :meth:`train`. ``norm_eval`` keeps BatchNorm
+    layers in eval mode while training (mmdet's convention; LayerNorms hold no running statistics,
+    so it changes nothing for them).
+    """
+
+    frozen_stages: int
+    norm_eval: bool
+    out_indices: tuple
+
+    def frozen_modules(self) -> List[nn.Module]:
+        """The modules ``frozen_stages`` freezes; override for another layout."""
+        frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
+        for i in range(self.frozen_stages):
+            frozen.append(self.stages[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'norm{i}'))
+        return frozen
+
+    def _freeze_stages(self) -> None:
+        for module in self.frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'StagedBackbone':
+        """Switch mode, keeping frozen stages (and BatchNorms under ``norm_eval``) in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
