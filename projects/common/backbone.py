@@ -1,9 +1,18 @@
 """What our backbones share: mmdet's ``frozen_stages`` and ``norm_eval`` conventions."""
-from typing import List
+from typing import List, Sequence
 
 from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def check_stage_indices(out_indices: Sequence[int], frozen_stages: int, num_stages: int) -> None:
+    """Raise ValueError naming ``out_indices`` / ``frozen_stages`` when outside the stages."""
+    if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
+        raise ValueError(f'out_indices must be non-empty, within [0, {num_stages}), '
+                         f'got {tuple(out_indices)}')
+    if not -1 <= frozen_stages <= num_stages:
+        raise ValueError(f'frozen_stages must be within [-1, {num_stages}], got {frozen_stages}')
 
 
 class StagedBackbone(BaseModule):

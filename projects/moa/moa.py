@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
-from ..common.backbone import StagedBackbone
+from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
 from ..common.pretrained import load_pretrained, pretrained_checkpoint
 from ..pvt.pvt import map_to_tokens, tokens_to_map
@@ -360,13 +360,7 @@ class MOABackbone(StagedBackbone):
                                  f'stage {i} (embed_dims={sizes["embed_dims"]})')
         if pretrain_img_size <= 0:
             raise ValueError(f'pretrain_img_size must be positive, got {pretrain_img_size!r}')
-        bad = [i for i in out_indices if not 0 <= i < len(depths)]
-        if bad or not out_indices:
-            raise ValueError(f'out_indices must be non-empty, within [0, {len(depths)}), '
-                             f'got {out_indices}')
-        if not -1 <= frozen_stages <= len(depths):
-            raise ValueError(f'frozen_stages must be within [-1, {len(depths)}], '
-                             f'got {frozen_stages}')
+        check_stage_indices(out_indices, frozen_stages, len(depths))
 
     def forward(self, x: Tensor) -> List[Tensor]:
         """(B, in, H, W) images -> (B, C_i, H_i, W_i) features of the stages in ``out_indices``."""

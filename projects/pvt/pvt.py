@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 from ..common.pretrained import load_pretrained, pretrained_checkpoint
-from ..common.backbone import StagedBackbone
+from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
 from .convert import convert_pvt_checkpoint
 
@@ -364,13 +364,7 @@ class PyramidVisionBase(StagedBackbone):
             if dims % heads:
                 raise ValueError(f'embed_dims[{i}]={dims} is not divisible by '
                                  f'num_heads[{i}]={heads}')
-        bad = [i for i in out_indices if not 0 <= i < num_stages]
-        if bad or not out_indices:
-            raise ValueError(f'out_indices must be non-empty, within [0, {num_stages}), '
-                             f'got {tuple(out_indices)}')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be within [-1, {num_stages}], '
-                             f'got {frozen_stages}')
+        check_stage_indices(out_indices, frozen_stages, num_stages)
 
     def forward(self, x: Tensor) -> List[Tensor]:
         """(B, in, H, W) images -> (B, C_i, H_i, W_i) maps of the stages in ``out_indices``."""

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
-from ..common.backbone import StagedBackbone
+from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
 from ..common.pretrained import load_pretrained, pretrained_checkpoint
 from .convert import convert_swin_checkpoint
@@ -548,13 +548,7 @@ class SwinBackbone(StagedBackbone):
                 raise ValueError(
                     f'embed_dims={embed_dims} gives {embed_dims * 2**i} channels in stage {i}, '
                     f'which num_heads[{i}]={heads} does not divide')
-        bad = [i for i in out_indices if not 0 <= i < len(depths)]
-        if bad or not out_indices:
-            raise ValueError(f'out_indices must be non-empty, within [0, {len(depths)}), '
-                             f'got {tuple(out_indices)}')
-        if not -1 <= frozen_stages <= len(depths):
-            raise ValueError(f'frozen_stages must be within [-1, {len(depths)}], '
-                             f'got {frozen_stages}')
+        check_stage_indices(out_indices, frozen_stages, len(depths))
 
     def forward(self, x: Tensor) -> List[Tensor]:
         """(B, in, H, W) images -> (B, C_i, H_i, W_i) features of the stages in ``out_indices``."""
