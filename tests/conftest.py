@@ -1,5 +1,6 @@
 """Shared test setup."""
 import pytest
+import torch
 from mmengine.registry import DefaultScope
 
 
@@ -9,3 +10,13 @@ def mmdet_default_scope():
     default_scope='mmengine') would otherwise leave its scope current for the rest of the session."""
     with DefaultScope.overwrite_default_scope('mmdet'):
         yield
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """The test tensors are small: with two threads on a loaded 2-core machine, OpenMP's
+    spin-waiting makes each op ~10 ms and a module many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,38 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
-from torch import nn
 
+from backbone_helpers import randomize_
 from projects.moa import MOABackbone, convert_moa_checkpoint
 from projects.moa.moa import MOAModule, patch_offset_index
 from projects.swin.swin import SwinBlock, relative_position_index, window_layout
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """These tensors are small: with two threads on a loaded 2-core machine, OpenMP's
-    spin-waiting makes each op ~10 ms and the module many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SMALL = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4,
              reduction=4)
 # the official code's fixed choices: window 14, overlap 1, reduction 32, 224 x 224 inputs
 OFFICIAL_SMALL = dict(embed_dims=32, depths=(1, 2, 1), num_heads=(1, 2, 4), window_size=14)
-
-
-def randomize_(model: nn.Module) -> nn.Module:
-    """Random weights everywhere (bias tables included), LayerNorm weights around 1; eval mode."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            for name, param in module.named_parameters(recurse=False):
-                centre = 1.0 if isinstance(module, nn.LayerNorm) and name == 'weight' else 0.0
-                param.normal_(centre, 0.1)
-    return model.eval()
 
 
 def assert_close(a, b, atol=1e-4):

@@ -12,35 +12,14 @@ from mmdet.models.backbones.pvt import pvt_convert
 from mmdet.registry import MODELS
 from torch import nn
 
+from backbone_helpers import randomize_, assert_outputs_close
 from projects.pvt import PVTBackbone, PVTV2Backbone, convert_pvt_checkpoint
 from projects.pvt.pvt import SpatialReductionAttention
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """These tensors are small: with two threads on a loaded 2-core machine, OpenMP's
-    spin-waiting makes each op ~10 ms and the module many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SMALL = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8), depths=(1, 2, 1, 1))
 MMDET_SMALL = dict(embed_dims=16, num_heads=[1, 2, 4, 8], num_layers=[1, 2, 1, 1])
 SIZES = [(224, 224), (64, 96), (90, 130), (47, 200)]  # mmdet's v1 needs 32 pixels per side
-
-
-def randomize_(model: nn.Module) -> nn.Module:
-    """Random weights everywhere, LayerNorm weights around 1; eval mode."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            for name, param in module.named_parameters(recurse=False):
-                centre = 1.0 if isinstance(module, nn.LayerNorm) and name == 'weight' else 0.0
-                param.normal_(centre, 0.1)
-    model.eval()
-    return model
 
 
 def official_eps_(reference: nn.Module) -> nn.Module:
@@ -64,13 +43,6 @@ def ours_loaded(tmp_path, state_dict, cls=PVTV2Backbone, **cfg) -> nn.Module:
     model = cls(pretrained=path, **cfg)
     model.init_weights()
     return model.eval()
-
-
-def assert_outputs_close(ours, reference, atol=1e-4):
-    assert len(ours) == len(reference)
-    for a, b in zip(ours, reference):
-        assert a.shape == b.shape
-        assert (a - b).abs().max().item() <= atol
 
 
 # ---------------------------------------------------------------- slow obvious implementation

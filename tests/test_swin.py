@@ -11,35 +11,14 @@ from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
 from torch import nn
 
+from backbone_helpers import randomize_, assert_outputs_close
 from projects.swin import SwinBackbone, SwinV2Backbone, convert_swin_checkpoint
 from projects.swin.swin import (SwinBlockV2, WindowAttentionV2, linear, shift_window_mask,
                                 window_layout)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """These tensors are small: with two threads on a loaded 2-core machine, OpenMP's
-    spin-waiting makes each op ~10 ms and the module 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
 SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)
-
-
-def randomize_(model: nn.Module) -> nn.Module:
-    """Random weights everywhere (mmdet leaves bias tables at zero): LayerNorm weights around 1."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            for name, param in module.named_parameters(recurse=False):
-                centre = 1.0 if isinstance(module, nn.LayerNorm) and name == 'weight' else 0.0
-                param.normal_(centre, 0.1)
-    model.eval()  # mmdet's train() returns None
-    return model
 
 
 def mmdet_swin(**cfg) -> SwinTransformer:
@@ -53,13 +32,6 @@ def ours_loaded(tmp_path, state_dict, cls=SwinBackbone, **cfg) -> nn.Module:
     model = cls(pretrained=path, **cfg)
     model.init_weights()
     return model.eval()
-
-
-def assert_outputs_close(ours, reference, atol=1e-4):
-    assert len(ours) == len(reference)
-    for a, b in zip(ours, reference):
-        assert a.shape == b.shape
-        assert (a - b).abs().max().item() <= atol
 
 
 # ---------------------------------------------------------------- slow obvious implementation
