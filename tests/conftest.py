@@ -5,10 +5,12 @@ from mmengine.registry import DefaultScope
 
 
 @pytest.fixture(autouse=True)
-def mmdet_default_scope():
-    """Every test starts in mmdet's scope: a Runner built by an earlier test (e.g. with
+def default_scope(request):
+    """Every test starts in mmdet's scope, or the one its module names in ``DEFAULT_SCOPE``
+    (``'mmdet3d'`` for the 3D tests): a Runner built by an earlier test (e.g. with
     default_scope='mmengine') would otherwise leave its scope current for the rest of the session."""
-    with DefaultScope.overwrite_default_scope('mmdet'):
+    scope = getattr(request.module, 'DEFAULT_SCOPE', 'mmdet')
+    with DefaultScope.overwrite_default_scope(scope):
         yield
 
 

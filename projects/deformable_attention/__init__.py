@@ -3,9 +3,10 @@
 DINO with the attention chosen in the config (all registered on import)."""
 from .detr import DeformableDETRWithAttention, DINOWithAttention, swap_deformable_attention
 from .module import FastMultiScaleDeformableAttention
-from .ops import multi_scale_deformable_attention
+from .ops import SAMPLING_OPS, get_sampling_op, multi_scale_deformable_attention
 
 __all__ = [
     'DINOWithAttention', 'DeformableDETRWithAttention', 'FastMultiScaleDeformableAttention',
-    'multi_scale_deformable_attention', 'swap_deformable_attention'
+    'SAMPLING_OPS', 'get_sampling_op', 'multi_scale_deformable_attention',
+    'swap_deformable_attention'
 ]

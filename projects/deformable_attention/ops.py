@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['multi_scale_deformable_attention']
+__all__ = ['multi_scale_deformable_attention', 'get_sampling_op', 'SAMPLING_OPS']
 
 # Zero border around each level's map: 1 pixel before (corner x0 = -1), 2 after (x0 = W, x1 = W+1).
 _PAD_BEFORE, _PAD_AFTER = 1, 2
@@ -64,6 +64,26 @@ def multi_scale_deformable_attention(value: Tensor, spatial_shapes: Tensor,
                                         sampling_locations.to(coord_dtype),
                                         attention_weights.to(coord_dtype), level_shapes)
     return output.view(bs, sampling_locations.shape[1], num_heads * head_dims).to(value.dtype)
+
+
+def _mmcv_pytorch(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                  sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """mmcv's grid_sample fallback (the reference we are measured against), our signature."""
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations,
+                                               attention_weights)
+
+
+# Name -> op with the signature of ``multi_scale_deformable_attention``, for modules whose op is
+# chosen in a config (``sampling_op='fast'``) and benchmarks that run both side by side.
+SAMPLING_OPS = {'fast': multi_scale_deformable_attention, 'mmcv_pytorch': _mmcv_pytorch}
+
+
+def get_sampling_op(name: str):
+    """The op registered as ``name`` in ``SAMPLING_OPS``; ValueError naming the choices."""
+    if name not in SAMPLING_OPS:
+        raise ValueError(f'sampling_op must be one of {sorted(SAMPLING_OPS)}, got {name!r}')
+    return SAMPLING_OPS[name]
 
 
 def _check_inputs(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,

@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 from projects.common.benchmark import measure  # noqa: E402
-from projects.deformable_attention import multi_scale_deformable_attention  # noqa: E402
+from projects.deformable_attention import (SAMPLING_OPS,  # noqa: E402
+                                           multi_scale_deformable_attention)
 
 ENCODER_LEVELS = '100x150,50x75,25x38,13x19'
 OP_ARGUMENTS = ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations',
@@ -103,13 +104,11 @@ def implementations(device: torch.device) -> Dict[str, Callable[..., torch.Tenso
     """Name -> fn(*OP_ARGUMENTS)."""
     impls = {'ours': multi_scale_deformable_attention}
     try:
-        from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
-                                                      multi_scale_deformable_attn_pytorch)
+        from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
     except (ImportError, OSError) as error:
         print(f'mmcv.ops is not importable ({error}): benchmarking ours alone')
         return impls
-    impls['mmcv-pytorch'] = lambda value, shapes, starts, locations, weights: \
-        multi_scale_deformable_attn_pytorch(value, shapes, locations, weights)
+    impls['mmcv-pytorch'] = SAMPLING_OPS['mmcv_pytorch']
     if device.type == 'cuda':
         impls['mmcv-cuda'] = lambda value, shapes, starts, locations, weights: \
             MultiScaleDeformableAttnFunction.apply(value, shapes, starts, locations, weights, 64)

@@ -1,0 +1,243 @@
+"""The two attentions of the BEV encoder, both sampling through the shared deformable op.
+
+* ``BEVTemporalSelfAttention``: each BEV query samples the previous BEV (already aligned to the
+  current ego pose) and the current one around its own cell, and averages the two.
+* ``BEVSpatialCrossAttention``: each BEV query samples the image features of the cameras its
+  pillar hits, around the pillar's projections, and averages over those cameras. Only the queries
+  that hit a camera are computed for it, so the cost follows the number of hits.
+
+Both predict sampling offsets (in feature-map pixels) and softmax attention weights from the
+query, as Deformable DETR does; ``sampling_op`` picks the op (``'fast'``: ours, ``'mmcv_pytorch'``:
+mmcv's grid_sample fallback, for benchmarks). Tensors are batch first.
+"""
+import math
+from typing import Optional
+
+import torch
+from mmdet3d.registry import MODELS
+from mmengine.model import BaseModule, constant_init, xavier_init
+from torch import Tensor, nn
+
+from projects.deformable_attention import get_sampling_op
+
+__all__ = ['BEVTemporalSelfAttention', 'BEVSpatialCrossAttention']
+
+
+def init_sampling_offsets_(offsets: nn.Linear, num_heads: int, num_groups: int,
+                           num_points: int) -> None:
+    """Deformable DETR's start: zero weights, and biases that put head h's point p at (p + 1)
+    pixels in direction 2 pi h / num_heads (scaled so the longer axis is 1), for every group
+    (level, frame) alike. The bias is laid out (heads, groups, points, 2)."""
+    constant_init(offsets, 0.0)
+    angles = torch.arange(num_heads, dtype=torch.float32) * (2.0 * math.pi / num_heads)
+    directions = torch.stack([angles.cos(), angles.sin()], -1)
+    directions = directions / directions.abs().max(-1, keepdim=True)[0]  # (heads, 2)
+    steps = torch.arange(1, num_points + 1, dtype=torch.float32)
+    bias = directions[:, None, None, :] * steps[None, None, :, None]  # (heads, 1, points, 2)
+    bias = bias.expand(num_heads, num_groups, num_points, 2)
+    with torch.no_grad():
+        offsets.bias.copy_(bias.reshape(-1))
+
+
+class _DeformableProjections(BaseModule):
+    """The layers every deformable attention has, and their initialisation.
+
+    value_proj: embed_dims -> embed_dims; sampling_offsets: query_dims -> heads * groups * points
+    * 2; attention_weights: query_dims -> heads * groups * points; output_proj: embed_dims ->
+    embed_dims. ``groups`` is the number of maps a query samples (levels x frames).
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, num_groups: int, num_points: int,
+                 query_dims: int, dropout: float, sampling_op: str,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
+                             f'({num_heads})')
+        self.embed_dims, self.num_heads, self.num_points = embed_dims, num_heads, num_points
+        self.num_groups = num_groups
+        self.sampling_op_name = sampling_op
+        self.sampling_op = get_sampling_op(sampling_op)
+        self.value_proj = nn.Linear(embed_dims, embed_dims)
+        self.sampling_offsets = nn.Linear(query_dims, num_heads * num_groups * num_points * 2)
+        self.attention_weights = nn.Linear(query_dims, num_heads * num_groups * num_points)
+        self.output_proj = nn.Linear(embed_dims, embed_dims)
+        self.dropout = nn.Dropout(dropout)
+
+    def init_weights(self) -> None:
+        init_sampling_offsets_(self.sampling_offsets, self.num_heads, self.num_groups,
+                               self.num_points)
+        constant_init(self.attention_weights, val=0.0, bias=0.0)
+        xavier_init(self.value_proj, distribution='uniform', bias=0.0)
+        xavier_init(self.output_proj, distribution='uniform', bias=0.0)
+        self._is_init = True
+
+    def _split_heads(self, value: Tensor) -> Tensor:
+        """(n, keys, embed_dims) -> projected (n, keys, heads, head_dims)."""
+        return self.value_proj(value).view(*value.shape[:2], self.num_heads, -1)
+
+
+@MODELS.register_module()
+class BEVTemporalSelfAttention(_DeformableProjections):
+    """Deformable attention of the BEV queries over [previous BEV, current BEV], averaged.
+
+    The offsets and weights are predicted from the previous BEV and the query side by side
+    (query_dims = 2 * embed_dims). The previous BEV must already be aligned to the current frame
+    (``geometry.align_previous_bev``); where there is none, the query (this layer's input) stands
+    in for it, as in BEVFormer.
+    Differs from the original code, which builds that input from the first ``bs`` rows of its
+    frame-interleaved value tensor (sample 0's previous and current BEV when bs > 1): here every
+    sample uses its own previous BEV.
+    """
+
+    NUM_FRAMES = 2  # previous, current
+
+    def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_points: int = 4,
+                 dropout: float = 0.1, sampling_op: str = 'fast',
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(embed_dims, num_heads, self.NUM_FRAMES, num_points,
+                         query_dims=self.NUM_FRAMES * embed_dims, dropout=dropout,
+                         sampling_op=sampling_op, init_cfg=init_cfg)
+
+    def forward(self, query: Tensor, query_pos: Tensor, previous_bev: Optional[Tensor],
+                reference_points: Tensor, bev_hw: Tensor,
+                has_previous: Optional[Tensor] = None) -> Tensor:
+        """
+        Args:
+            query: (bs, Q, C) BEV queries, Q = bev_h * bev_w.
+            query_pos: (bs, Q, C) their positional embedding.
+            previous_bev: (bs, Q, C) aligned previous BEV, or None for none in the batch.
+            reference_points: (Q, 2) normalised (x, y) of each cell centre in the BEV map.
+            bev_hw: (1, 2) long tensor [[bev_h, bev_w]].
+            has_previous: (bs,) bool, False where a sample's previous BEV is unusable (first
+                frame, scene change); those samples use ``query`` in its place.
+
+        Returns:
+            (bs, Q, C): the attention output plus ``query``.
+        """
+        bs, num_queries, _ = query.shape
+        if previous_bev is None:
+            previous_bev = query
+        elif has_previous is not None:
+            previous_bev = torch.where(has_previous[:, None, None], previous_bev, query)
+        frames = self.NUM_FRAMES
+        values = torch.stack([previous_bev, query], dim=1).flatten(0, 1)  # (bs * 2, Q, C)
+        values = self._split_heads(values)
+        query_with_pos = query + query_pos
+        offset_input = torch.cat([previous_bev, query_with_pos], dim=-1)  # (bs, Q, 2C)
+        offsets = self.sampling_offsets(offset_input).view(bs, num_queries, self.num_heads,
+                                                           frames, 1, self.num_points, 2)
+        weights = self.attention_weights(offset_input).view(bs, num_queries, self.num_heads,
+                                                            frames, self.num_points).softmax(-1)
+        # frame-major batches: (bs, Q, heads, frames, ...) -> (bs * frames, Q, heads, ...)
+        offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6).flatten(0, 1)
+        weights = weights.permute(0, 3, 1, 2, 4).flatten(0, 1)[..., None, :]
+        bev_size_xy = bev_hw.flip(-1).to(offsets.dtype)  # (1, 2) as (W, H)
+        locations = reference_points[None, :, None, None, None, :] + offsets / bev_size_xy
+        level_start = bev_hw.new_zeros(1)
+        sampled = self.sampling_op(values, bev_hw, level_start, locations, weights)
+        sampled = sampled.view(bs, frames, num_queries, self.embed_dims).mean(1)
+        return self.dropout(self.output_proj(sampled)) + query
+
+
+@MODELS.register_module()
+class BEVSpatialCrossAttention(_DeformableProjections):
+    """Deformable attention of the BEV queries over the image features of the cameras they hit.
+
+    Each query's pillar has ``num_heights`` points; ``num_points`` sampling points per level are
+    split evenly among them (``num_points / num_heights`` offsets around each projected height),
+    as in BEVFormer. Per (sample, camera), the queries with at least one hit are packed into rows
+    (padded to the largest count over the batch), attend to that camera, and their results are
+    scattered back and divided by the number of cameras that saw the query.
+    """
+
+    def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 4,
+                 num_points: int = 8, num_heights: int = 4, dropout: float = 0.1,
+                 sampling_op: str = 'fast', init_cfg: Optional[dict] = None) -> None:
+        if num_points % num_heights != 0:
+            raise ValueError(f'num_points ({num_points}) must be a multiple of num_heights '
+                             f'({num_heights}), the pillar points each query projects')
+        super().__init__(embed_dims, num_heads, num_levels, num_points, query_dims=embed_dims,
+                         dropout=dropout, sampling_op=sampling_op, init_cfg=init_cfg)
+        self.num_levels, self.num_heights = num_levels, num_heights
+
+    def forward(self, query: Tensor, query_pos: Tensor, img_feats: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor,
+                reference_points_cam: Tensor, bev_mask: Tensor) -> Tensor:
+        """
+        Args:
+            query: (bs, Q, C) BEV queries.
+            query_pos: (bs, Q, C) their positional embedding.
+            img_feats: (bs, num_cams, num_keys, C) every camera's levels flattened and
+                concatenated (num_keys = sum of h * w).
+            spatial_shapes: (num_levels, 2) long (h, w) per level; level_start_index:
+                (num_levels,).
+            reference_points_cam: (bs, num_cams, Q, num_heights, 2) normalised (x, y).
+            bev_mask: (bs, num_cams, Q, num_heights) bool hits.
+
+        Returns:
+            (bs, Q, C): the attention output plus ``query``.
+        """
+        bs, num_queries, embed_dims = query.shape
+        num_cams = img_feats.shape[1]
+        if spatial_shapes.shape[0] != self.num_levels:
+            raise ValueError(f'spatial_shapes has {spatial_shapes.shape[0]} levels, this '
+                             f'attention was built with num_levels={self.num_levels}')
+        if reference_points_cam.shape[3] != self.num_heights:
+            raise ValueError(f'reference_points_cam has {reference_points_cam.shape[3]} heights '
+                             f'per pillar, this attention was built with num_heights='
+                             f'{self.num_heights}')
+        hits = bev_mask.any(-1)  # (bs, cams, Q)
+        hit_index, hit_valid = _pack_hits(hits)  # (bs, cams, M)
+        rows = hit_index.shape[-1]
+        query_with_pos = (query + query_pos)[:, None].expand(bs, num_cams, num_queries, embed_dims)
+        packed_query = _gather_queries(query_with_pos, hit_index)  # (bs, cams, M, C)
+        packed_points = _gather_queries(reference_points_cam.flatten(-2), hit_index)
+        packed_points = packed_points.view(bs * num_cams, rows, self.num_heights, 2)
+        packed_query = packed_query.flatten(0, 1)  # (bs * cams, M, C)
+
+        values = self._split_heads(img_feats.flatten(0, 1))  # (bs * cams, keys, heads, hd)
+        per_height = self.num_points // self.num_heights
+        offsets = self.sampling_offsets(packed_query).view(
+            bs * num_cams, rows, self.num_heads, self.num_levels, per_height, self.num_heights, 2)
+        level_size_xy = spatial_shapes.flip(-1).to(offsets.dtype)  # (levels, 2) as (w, h)
+        locations = (packed_points[:, :, None, None, None, :, :]
+                     + offsets / level_size_xy[:, None, None, :])
+        locations = locations.flatten(4, 5)  # (bs * cams, M, heads, levels, points, 2)
+        weights = self.attention_weights(packed_query).view(
+            bs * num_cams, rows, self.num_heads, self.num_levels * self.num_points).softmax(-1)
+        weights = weights.view(bs * num_cams, rows, self.num_heads, self.num_levels,
+                               self.num_points)
+        sampled = self.sampling_op(values, spatial_shapes, level_start_index, locations, weights)
+        sampled = sampled.view(bs, num_cams, rows, embed_dims) * hit_valid[..., None]
+
+        summed = query.new_zeros(bs * num_queries, embed_dims)
+        batch_offset = (torch.arange(bs, device=query.device) * num_queries)[:, None, None]
+        summed.index_add_(0, (hit_index + batch_offset).reshape(-1),
+                          sampled.reshape(-1, embed_dims).to(summed.dtype))
+        cameras_seen = hits.sum(1).clamp(min=1).reshape(-1, 1).to(summed.dtype)  # (bs * Q, 1)
+        averaged = (summed / cameras_seen).view(bs, num_queries, embed_dims)
+        return self.dropout(self.output_proj(averaged)) + query
+
+
+def _pack_hits(hits: Tensor):
+    """Indices of the hit queries per (sample, camera), padded to the largest count.
+
+    Args:
+        hits: (bs, num_cams, Q) bool.
+
+    Returns:
+        hit_index: (bs, num_cams, M) long query indices, hits first in query order, padding
+            rows point at query 0; hit_valid: (bs, num_cams, M) float, 1 for real rows.
+    """
+    counts = hits.sum(-1)  # (bs, cams)
+    rows = max(int(counts.max()), 1)
+    # a stable sort of "not hit" puts the hit queries first, in their original order
+    order = torch.sort((~hits).to(torch.uint8), dim=-1, stable=True).indices[..., :rows]
+    hit_valid = torch.arange(rows, device=hits.device) < counts[..., None]
+    return order.masked_fill(~hit_valid, 0), hit_valid.to(torch.float32)
+
+
+def _gather_queries(per_query: Tensor, index: Tensor) -> Tensor:
+    """(bs, cams, Q, C) gathered at (bs, cams, M) query indices -> (bs, cams, M, C)."""
+    return torch.gather(per_query, 2, index[..., None].expand(*index.shape, per_query.shape[-1]))
