@@ -1,11 +1,15 @@
 """BEVFormer on MMDetection3D 1.x: camera geometry, the multi-view pipeline and temporal nuScenes
 dataset, the BEV encoder (temporal self-attention and spatial cross-attention on the shared
-deformable-attention op). Registered in mmdet3d's registries on import."""
+deformable-attention op), the 3D DETR head and the detector. Registered in mmdet3d's registries
+on import."""
 from . import dataset, transforms  # noqa: F401  (registers the dataset and the transforms)
 from .attention import BEVSpatialCrossAttention, BEVTemporalSelfAttention
+from .detector import BEVFormerDetector
 from .encoder import BEVFormerEncoder, BEVFormerEncoderLayer
+from .head import BEVFormerHead, BoxCodeL1Cost, convert_head_state_dict_from_v017
 
 __all__ = [
-    'BEVFormerEncoder', 'BEVFormerEncoderLayer', 'BEVSpatialCrossAttention',
-    'BEVTemporalSelfAttention'
+    'BEVFormerDetector', 'BEVFormerEncoder', 'BEVFormerEncoderLayer', 'BEVFormerHead',
+    'BEVSpatialCrossAttention', 'BEVTemporalSelfAttention', 'BoxCodeL1Cost',
+    'convert_head_state_dict_from_v017'
 ]

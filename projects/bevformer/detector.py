@@ -1,0 +1,195 @@
+"""``BEVFormerDetector``: image backbone + neck, the BEV encoder and the 3D DETR head, on
+mmdet3d 1.x's ``Base3DDetector`` (its data preprocessor, ``loss`` / ``predict`` API and metrics).
+
+Inputs follow the contract of ``PackBEVInputs`` (``projects/bevformer/transforms.py``): per sample
+``imgs`` (num_frames * num_views, 3, H, W), frame-major, oldest first, the current frame last, and
+metainfo with per-frame ``lidar2img`` (T, N, 4, 4), ``ego2global`` and ``lidar2ego`` (T, 4, 4),
+``scene_token`` (T,), the image content shape ``img_shape`` and the padded ``batch_input_shape``.
+
+Temporal behaviour:
+
+* training: the BEV of the queue's previous frames is computed in order without gradients (the
+  network in eval mode, as BEVFormer does), each from its own predecessor; the current frame's BEV
+  then attends to the last of them. A frame whose predecessor is from another scene, or whose ego
+  moved more than ``max_ego_jump`` metres since it, gets no previous BEV.
+* inference (``video_test_mode``): the last BEV is kept with its scene and pose; the next frame
+  uses it if it follows in the same scene without a jump, otherwise starts afresh. The samples of
+  a batch are processed one after the other (each is the next frame of the sequence).
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmdet3d.models.detectors import Base3DDetector
+from mmdet3d.registry import MODELS
+from mmdet3d.structures import Det3DDataSample
+from torch import Tensor
+
+from .geometry import current_to_previous_lidar, lidar_to_global
+
+__all__ = ['BEVFormerDetector']
+
+
+@MODELS.register_module()
+class BEVFormerDetector(Base3DDetector):
+    """BEVFormer for mmdet3d 1.x.
+
+    Args:
+        img_backbone, img_neck: image feature extractor configs (e.g. ``mmdet.ResNet`` +
+            ``mmdet.FPN``); the neck's levels must match the encoder's ``num_feature_levels``.
+        encoder: ``BEVFormerEncoder`` config.
+        bbox_head: ``BEVFormerHead`` config.
+        video_test_mode: keep the previous BEV between test frames.
+        max_ego_jump: metres of ego motion between consecutive frames above which the previous
+            BEV is dropped (a gap in the recording or a wrong pose).
+    """
+
+    def __init__(self, img_backbone: dict, encoder: dict, bbox_head: dict,
+                 img_neck: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
+                 video_test_mode: bool = True, max_ego_jump: float = 10.0,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.img_backbone = MODELS.build(img_backbone)
+        self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
+        self.encoder = MODELS.build(encoder)
+        self.bbox_head = MODELS.build(bbox_head)
+        self.video_test_mode = video_test_mode
+        self.max_ego_jump = float(max_ego_jump)
+        self._previous_frame: Optional[dict] = None  # scene_token, lidar2global, bev (1, Q, C)
+
+    # ---- features -----------------------------------------------------------------------------
+    def extract_img_feat(self, imgs: Tensor) -> List[Tensor]:
+        """(B, N, 3, H, W) images -> per level (B, N, C, h, w)."""
+        batch, views = imgs.shape[:2]
+        feats = self.img_backbone(imgs.flatten(0, 1))
+        if self.img_neck is not None:
+            feats = self.img_neck(feats)
+        return [f.view(batch, views, *f.shape[1:]) for f in feats]
+
+    def extract_feat(self, batch_inputs_dict: dict, batch_input_metas: List[dict]) -> List[Tensor]:
+        """The current frame's image features (Base3DDetector's API)."""
+        imgs = self._frames(batch_inputs_dict, batch_input_metas)
+        return self.extract_img_feat(imgs[:, -1])
+
+    @staticmethod
+    def _frames(batch_inputs_dict: dict, metas: List[dict]) -> Tensor:
+        """(B, T, N, 3, H, W) from the stacked (B, T * N, 3, H, W) inputs."""
+        if 'imgs' not in batch_inputs_dict:
+            raise KeyError('BEVFormerDetector needs camera images: inputs["imgs"] is missing '
+                           '(is PackBEVInputs the last transform of the pipeline?)')
+        imgs = batch_inputs_dict['imgs']
+        frames, views = metas[0]['num_frames'], metas[0]['num_views']
+        if imgs.shape[1] != frames * views:
+            raise ValueError(f'inputs["imgs"] has {imgs.shape[1]} images per sample, metainfo '
+                             f'says num_frames={frames} x num_views={views}')
+        return imgs.view(imgs.shape[0], frames, views, *imgs.shape[2:])
+
+    # ---- geometry -----------------------------------------------------------------------------
+    def _camera_geometry(self, metas: List[dict], frame: int,
+                         device) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """lidar2img (B, N, 4, 4), image content (B, N, 2) and the padded input (H, W)."""
+        lidar2img = torch.stack([torch.as_tensor(m['lidar2img'][frame], dtype=torch.float32)
+                                 for m in metas]).to(device)
+        views = lidar2img.shape[1]
+        image_hw = torch.tensor([list(m['img_shape'][:2]) for m in metas], device=device)
+        image_hw = image_hw[:, None].expand(len(metas), views, 2)
+        input_hw = tuple(metas[0]['batch_input_shape'])
+        return lidar2img, image_hw, input_hw
+
+    @staticmethod
+    def _lidar2global(meta: dict, frame: int) -> Tensor:
+        ego2global = torch.as_tensor(meta['ego2global'][frame], dtype=torch.float64)
+        lidar2ego = torch.as_tensor(meta['lidar2ego'][frame], dtype=torch.float64)
+        return lidar_to_global(ego2global, lidar2ego)
+
+    def _follows(self, scene_token: str, lidar2global: Tensor, previous_scene_token: str,
+                 previous_lidar2global: Tensor) -> bool:
+        """Whether a frame can use the BEV of the one before: same scene, no jump in pose."""
+        jump = (lidar2global[:3, 3] - previous_lidar2global[:3, 3]).norm()
+        return scene_token == previous_scene_token and bool(jump <= self.max_ego_jump)
+
+    def _encode(self, feats: List[Tensor], metas: List[dict], frame: int,
+                previous_bev: Optional[Tensor]) -> Tensor:
+        """BEV (B, Q, C) of ``frame`` of every sample, using the BEV of ``frame - 1``."""
+        lidar2img, image_hw, input_hw = self._camera_geometry(metas, frame, feats[0].device)
+        if previous_bev is None:
+            return self.encoder(feats, lidar2img, image_hw, input_hw)
+        motions, follows = [], []
+        for meta in metas:
+            current, previous = self._lidar2global(meta, frame), self._lidar2global(meta, frame - 1)
+            motions.append(current_to_previous_lidar(current, previous))
+            follows.append(self._follows(meta['scene_token'][frame], current,
+                                         meta['scene_token'][frame - 1], previous))
+        device = feats[0].device
+        return self.encoder(feats, lidar2img, image_hw, input_hw, previous_bev=previous_bev,
+                            current2previous=torch.stack(motions).float().to(device),
+                            has_previous=torch.tensor(follows, device=device))
+
+    def _history_bev(self, frames: Tensor, metas: List[dict]) -> Optional[Tensor]:
+        """BEV (B, Q, C) of the frame before the current one, from the queue, without gradients."""
+        num_frames = frames.shape[1]
+        if num_frames == 1:
+            return None
+        was_training = self.training
+        self.eval()
+        previous_bev = None
+        with torch.no_grad():
+            for frame in range(num_frames - 1):
+                feats = self.extract_img_feat(frames[:, frame])
+                previous_bev = self._encode(feats, metas, frame, previous_bev)
+        self.train(was_training)
+        return previous_bev
+
+    # ---- Base3DDetector API -------------------------------------------------------------------
+    def loss(self, batch_inputs_dict: dict, batch_data_samples: List[Det3DDataSample]) -> Dict:
+        metas = [s.metainfo for s in batch_data_samples]
+        frames = self._frames(batch_inputs_dict, metas)
+        previous_bev = self._history_bev(frames, metas)
+        feats = self.extract_img_feat(frames[:, -1])
+        bev = self._encode(feats, metas, frames.shape[1] - 1, previous_bev)
+        outputs = self.bbox_head(bev, self._bev_hw(bev))
+        gt_instances = [s.gt_instances_3d for s in batch_data_samples]
+        return self.bbox_head.loss_by_feat(*outputs, gt_instances)
+
+    def predict(self, batch_inputs_dict: dict,
+                batch_data_samples: List[Det3DDataSample]) -> List[Det3DDataSample]:
+        metas = [s.metainfo for s in batch_data_samples]
+        frames = self._frames(batch_inputs_dict, metas)
+        results = []
+        for index, meta in enumerate(metas):  # one after the other: each follows the previous
+            feats = self.extract_img_feat(frames[index:index + 1, -1])
+            bev = self._encode_test_frame(feats, meta, frames.shape[1] - 1)
+            outputs = self.bbox_head(bev, self._bev_hw(bev))
+            results.extend(self.bbox_head.predict_by_feat(*outputs, [meta]))
+        return self.add_pred_to_datasample(batch_data_samples, results)
+
+    def _encode_test_frame(self, feats: List[Tensor], meta: dict, frame: int) -> Tensor:
+        """BEV (1, Q, C) of one test frame, using the BEV kept from the frame before."""
+        lidar2global = self._lidar2global(meta, frame)
+        scene_token = meta['scene_token'][frame]
+        kept = self._previous_frame
+        usable = (self.video_test_mode and kept is not None
+                  and self._follows(scene_token, lidar2global, kept['scene_token'],
+                                    kept['lidar2global']))
+        lidar2img, image_hw, input_hw = self._camera_geometry([meta], frame, feats[0].device)
+        if usable:
+            motion = current_to_previous_lidar(lidar2global, kept['lidar2global'])
+            bev = self.encoder(feats, lidar2img, image_hw, input_hw, previous_bev=kept['bev'],
+                               current2previous=motion[None].float().to(feats[0].device))
+        else:
+            bev = self.encoder(feats, lidar2img, image_hw, input_hw)
+        if self.video_test_mode:
+            self._previous_frame = dict(scene_token=scene_token, lidar2global=lidar2global,
+                                        bev=bev.detach())
+        return bev
+
+    def _forward(self, batch_inputs_dict: dict,
+                 batch_data_samples: Optional[List[Det3DDataSample]] = None):
+        """Raw head outputs of the current frame (no temporal state), for tracing/FLOPs."""
+        metas = [s.metainfo for s in batch_data_samples]
+        frames = self._frames(batch_inputs_dict, metas)
+        feats = self.extract_img_feat(frames[:, -1])
+        bev = self._encode(feats, metas, frames.shape[1] - 1, None)
+        return self.bbox_head(bev, self._bev_hw(bev))
+
+    def _bev_hw(self, bev: Tensor) -> Tensor:
+        return torch.tensor([[self.encoder.bev_h, self.encoder.bev_w]], device=bev.device)
