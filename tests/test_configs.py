@@ -15,9 +15,20 @@ CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), r
 
 
 def _build(cfg: Config):
-    from mmdet.registry import MODELS
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):
+    scope = cfg.get('default_scope', 'mmdet')
+    if scope == 'mmdet3d':
+        from mmdet3d.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
         return MODELS.build(cfg.model)
+
+
+def _backbone_and_neck(model, cfg: Config):
+    """(backbone, neck, neck config) of a 2D detector or of a camera 3D detector."""
+    if hasattr(model, 'img_backbone'):
+        return model.img_backbone, model.img_neck, cfg.model.img_neck
+    return model.backbone, model.neck, cfg.model.neck
 
 
 def test_configs_found():
@@ -31,7 +42,8 @@ def test_config_builds_model(path):
     ours = {type(m).__name__ for m in model.modules() if type(m).__module__.startswith('projects.')}
     assert ours, f'{path} builds no module of ours'
     # the backbone's outputs fit the neck: run both on a small image
+    backbone, neck, neck_cfg = _backbone_and_neck(model, cfg)
     model.eval()
     with torch.no_grad():
-        outputs = model.neck(model.backbone(torch.zeros(1, 3, 64, 96)))
-    assert len(outputs) == cfg.model.neck.get('num_outs', len(outputs))
+        outputs = neck(backbone(torch.zeros(1, 3, 64, 96)))
+    assert len(outputs) == neck_cfg.get('num_outs', len(outputs))

@@ -4,7 +4,6 @@
 # C5 only, 1280x720): 150x150, 3 layers; base (R101-DCN, 4 FPN levels, 1600x900): 200x200,
 # 6 layers. All: 256 channels, 6 cameras, 4 heights per pillar, 8 heads, temporal self-attention
 # with 4 points, spatial cross-attention with 8 points per level, FFN 512, dropout 0.1.
-custom_imports = dict(imports=['projects'], allow_failed_imports=False)
 
 bev_point_cloud_range = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 

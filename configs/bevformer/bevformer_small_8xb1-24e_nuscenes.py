@@ -1,0 +1,32 @@
+# BEVFormer-small (published settings): ResNet-101-DCN (caffe, FCOS3D weights) C5 -> FPN 256,
+# images at 0.8 scale (1280x720), 150x150 BEV, 3 encoder layers, queue of 3, backbone checkpointed.
+_base_ = './bevformer_tiny_8xb1-24e_nuscenes.py'
+
+_fcos3d = 'https://github.com/zhiqi-li/storage/releases/download/v1.0/r101_dcn_fcos3d_pretrain.pth'
+model = dict(
+    data_preprocessor=dict(mean=[103.530, 116.280, 123.675], std=[1.0, 1.0, 1.0],
+                           bgr_to_rgb=False),
+    img_backbone=dict(
+        depth=101,
+        style='caffe',
+        with_cp=True,
+        dcn=dict(type='DCNv2', deform_groups=1, fallback_on_stride=False),
+        stage_with_dcn=(False, False, True, True),
+        init_cfg=dict(type='Pretrained', checkpoint=_fcos3d)),
+    encoder={{_base_.bevformer_small_encoder}})
+
+_scale = 0.8
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadMultiViewImages'),
+    dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
+    dict(type='ObjectRangeFilter', point_cloud_range={{_base_.point_cloud_range}}),
+    dict(type='ObjectNameFilter', classes={{_base_.class_names}}),
+    dict(type='MultiViewResize', scale_factor=_scale),
+    dict(type='PackBEVInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d']),
+]))
+val_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadMultiViewImages'),
+    dict(type='MultiViewResize', scale_factor=_scale),
+    dict(type='PackBEVInputs', keys=['img']),
+]))
+test_dataloader = val_dataloader

@@ -1,0 +1,68 @@
+# BEVFormer-tiny (the published settings): ResNet-50 (torchvision weights) C5 -> FPN 256, images
+# at 0.5 scale (800x450), 50x50 BEV, 3 encoder layers, 6 decoder layers, 900 queries, a queue of
+# 3 keyframes, AdamW 2e-4 (backbone x0.1), 24 epochs, 8 GPUs x 1 sample.
+_base_ = [
+    '../_base_/datasets/nuscenes_bev.py', '../_base_/bev_encoders.py',
+    'mmdet3d::_base_/default_runtime.py'
+]
+custom_imports = dict(imports=['projects'], allow_failed_imports=False)
+default_scope = 'mmdet3d'
+
+model = dict(
+    type='BEVFormerDetector',
+    data_preprocessor=dict(
+        type='Det3DDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_size_divisor=32),
+    img_backbone=dict(
+        type='mmdet.ResNet',
+        depth=50,
+        num_stages=4,
+        out_indices=(3, ),
+        frozen_stages=1,
+        norm_cfg=dict(type='BN', requires_grad=False),
+        norm_eval=True,
+        style='pytorch',
+        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
+    img_neck=dict(
+        type='mmdet.FPN',
+        in_channels=[2048],
+        out_channels=256,
+        start_level=0,
+        add_extra_convs='on_output',
+        num_outs=1,
+        relu_before_extra_convs=True),
+    encoder={{_base_.bevformer_tiny_encoder}},
+    bbox_head=dict(
+        type='BEVFormerHead',
+        num_classes=10,
+        num_query=900,
+        num_layers=6,
+        embed_dims=256,
+        num_heads=8,
+        num_points=4,
+        feedforward_channels=512,
+        point_cloud_range={{_base_.point_cloud_range}}),
+    video_test_mode=True)
+
+train_dataloader = dict(dataset=dict(queue_length=3))
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys={'img_backbone': dict(lr_mult=0.1)}),
+    clip_grad=dict(max_norm=35, norm_type=2))
+max_epochs = 24
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1.0 / 3, by_epoch=False, begin=0, end=500),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs,
+         eta_min_ratio=1e-3, convert_to_iter_based=True)
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+# 8 GPUs x 1 sample in the release: `--auto-scale-lr` rescales lr for other batch sizes
+auto_scale_lr = dict(enable=False, base_batch_size=8)
