@@ -494,7 +494,8 @@ def test_missing_temporal_fields(tmp_path):
     with pytest.raises(ValueError) as info:
         build_dataset(tmp_path, plain, queue_length=3)
     message = str(info.value)
-    assert plain in message and 'create_nuscenes_infos.py --augment' in message
+    assert plain in message and 'create_nuscenes_infos.py --data-root' in message \
+        and '--augment' in message
     dataset = build_dataset(tmp_path, plain, queue_length=1)
     sample = dataset[0]['data_samples']
     assert sample.num_frames == 1 and sample.scene_token == ['']

@@ -57,7 +57,8 @@ from .transforms import PackBEVInputs
 
 __all__ = ['BEVNuScenesDataset', 'AUGMENT_COMMAND']
 
-AUGMENT_COMMAND = 'python tools/data/create_nuscenes_infos.py --augment {ann_file}'
+AUGMENT_COMMAND = ('python tools/data/create_nuscenes_infos.py --data-root {data_root} '
+                   '--version <v1.0-trainval or v1.0-mini> --augment {ann_file}')
 TEMPORAL_KEYS = ('scene_token', 'prev')
 _PREV_NOT_IN_DATASET = -2
 
@@ -127,7 +128,7 @@ class BEVNuScenesDataset(NuScenesDataset):
                     f'{self.ann_file}: data_list entry {idx} (token {info.get("token")}) has no '
                     f'temporal fields {missing}; queue_length={self.queue_length} needs '
                     f'{list(TEMPORAL_KEYS)} in every entry. Add them with: '
-                    + AUGMENT_COMMAND.format(ann_file=self.ann_file))
+                    + AUGMENT_COMMAND.format(data_root=self.data_root, ann_file=self.ann_file))
             tokens.append(info['token'])
             prev_tokens.append(info['prev'] or '')
             scenes.append(info['scene_token'])

@@ -24,6 +24,7 @@ from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample
 from torch import Tensor
 
+from .convert import install_official_checkpoint_guard
 from .geometry import current_to_previous_lidar, lidar_to_global
 
 __all__ = ['BEVFormerDetector']
@@ -55,6 +56,8 @@ class BEVFormerDetector(Base3DDetector):
         self.video_test_mode = video_test_mode
         self.max_ego_jump = float(max_ego_jump)
         self._previous_frame: Optional[dict] = None  # scene_token, lidar2global, bev (1, Q, C)
+        # official BEVFormer weights (mmdet3d 0.17 layout) are refused, naming the converter
+        install_official_checkpoint_guard(self)
 
     # ---- features -----------------------------------------------------------------------------
     def extract_img_feat(self, imgs: Tensor) -> List[Tensor]:

@@ -6,8 +6,12 @@ An existing dataset made with the same arguments is kept unless ``--force`` is g
 """
 import argparse
 import json
+import os.path as osp
+import sys
 
-from projects.datasets import CLASSES, prepare_toy_coco
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from projects.datasets import CLASSES, prepare_toy_coco  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,0 +1,467 @@
+"""The one place that turns official BEVFormer checkpoints into :class:`BEVFormerDetector` weights.
+
+The official checkpoints (fundamentalvision/BEVFormer, tiny / small / base; mmdet3d 0.17, mmcv 1.x
+``BaseTransformerLayer``) are ``dict(state_dict=..., meta=...)``. Their keys map onto ours one to
+one (``{i}`` a layer, ``{p}`` weight or bias; ``{attn}`` one of sampling_offsets,
+attention_weights, value_proj, output_proj)::
+
+    official (H = pts_bbox_head., T = H + transformer.)  ours
+    img_backbone.*, img_neck.*                          unchanged (mmdet 2.x and 3.x ResNet / FPN /
+                                                        DCNv2 name their tensors alike)
+    H.bev_embedding.weight                              encoder.bev_embedding.weight
+    H.positional_encoding.{row,col}_embed.weight        encoder.positional_encoding.*
+    T.cams_embeds, T.level_embeds                       encoder.cams_embeds, encoder.level_embeds
+    T.encoder.layers.{i}.attentions.0.{attn}.{p}        encoder.layers.{i}.self_attn.{attn}.{p}
+    T.encoder.layers.{i}.attentions.1.                  encoder.layers.{i}.cross_attn.{same}.{p}
+        deformable_attention.{sampling_offsets,
+        attention_weights,value_proj}.{p}
+    T.encoder.layers.{i}.attentions.1.output_proj.{p}   encoder.layers.{i}.cross_attn.output_proj.*
+    T.{en,de}coder.layers.{i}.ffns.0.layers.{0.0,1}.*   {encoder,bbox_head}.layers.{i}.ffn.layers.*
+    T.{en,de}coder.layers.{i}.norms.{0,1,2}.{p}         {encoder,bbox_head}.layers.{i}.norms.*
+    T.decoder.layers.{i}.attentions.0.attn.             bbox_head.layers.{i}.self_attn.attn.{same}
+        {in_proj_weight,in_proj_bias,out_proj.*}
+    T.decoder.layers.{i}.attentions.1.{attn}.{p}        bbox_head.layers.{i}.cross_attn.{attn}.{p}
+    T.reference_points.{p}                              bbox_head.reference_points.{p}
+    H.query_embedding.weight                            bbox_head.query_embedding.weight
+    H.{cls,reg}_branches.{i}.{j}.{p}                    bbox_head.{cls,reg}_branches.{i}.{j}.{p};
+                                                        the final reg Linear's rows go from the 0.17
+                                                        to the 1.x box code
+                                                        (convert_head_state_dict_from_v017)
+    T.can_bus_mlp.*                                     dropped (see below)
+    H.code_weights                                      dropped (a loss constant: ours is the
+                                                        head's code_weights argument)
+
+The tensor layouts are the same, so no tensor is reshaped: temporal self-attention offsets are
+(heads, frames=2 [previous, current], levels=1, points, 2) and its offset input is
+[previous BEV, query + pos] in both; spatial cross-attention offsets are (heads, levels,
+points / heights, heights, 2) with the pillar heights innermost in both (pinned against slow
+references in ``tests/test_bevformer_encoder.py``); the decoder attentions are mmcv's in both.
+
+The CAN-bus MLP has no counterpart: the official encoder adds ``can_bus_mlp(can_bus)`` (18 numbers
+per frame: ego translation delta, global rotation quaternion, acceleration, rotation rate, speed,
+absolute and delta heading) to every BEV query, with ``use_can_bus=True`` in every published
+config; ours has no CAN-bus input (mmdet3d 1.x infos carry none, ego motion comes from
+``ego2global``). The official model cannot run without it: even a zero CAN-bus vector does not
+silence the MLP, which then adds the constant ``LN(relu(W2 relu(b0) + b2))`` (reported), and the
+real vector, which the network always saw, is never zero (the quaternion has unit norm). Dropping
+it therefore changes every BEV query and so the model's output: converted weights are a starting
+point for fine-tuning, not an exact reproduction of the published numbers. Other differences,
+not in the weights: the previous BEV is aligned by ego poses (``geometry.align_previous_bev``)
+instead of the CAN-bus rotation and reference-point shift; every sample of a batch uses its own
+previous BEV; base uses caffe-style BGR input normalisation (mean only, std 1) that the config
+must repeat.
+
+``python tools/model_converters/bevformer_official_to_ours.py SRC DST [--report]`` runs
+:func:`main`. :func:`install_official_checkpoint_guard` makes a model refuse official checkpoints
+with an error that names that command.
+"""
+import argparse
+import os
+import os.path as osp
+import pickle
+import re
+import sys
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .head import convert_head_state_dict_from_v017
+
+__all__ = [
+    'ConversionReport', 'OfficialCheckpointError', 'convert_official_bevformer',
+    'looks_like_official_bevformer', 'install_official_checkpoint_guard',
+    'refuse_official_state_dict', 'load_official_checkpoint', 'save_converted_checkpoint',
+    'can_bus_zero_input_output', 'main', 'CONVERTER_COMMAND', 'KEY_RULES'
+]
+
+CONVERTER_COMMAND = ('python tools/model_converters/bevformer_official_to_ours.py '
+                     'OFFICIAL.pth CONVERTED.pth')
+
+_HEAD = r'pts_bbox_head\.'
+_TRANSFORMER = _HEAD + r'transformer\.'
+_P = r'(weight|bias)'
+_DEFORMABLE = r'(sampling_offsets|attention_weights|value_proj|output_proj)'
+_FFN = r'ffns\.0\.layers\.(0\.0|1)\.' + _P
+_NORM = r'norms\.([0-2])\.' + _P
+
+# (official key pattern, our key template), matched in full; the first match wins.
+KEY_RULES: Tuple[Tuple[str, str], ...] = (
+    (r'(img_backbone|img_neck)\.(.+)', r'\1.\2'),
+    (_HEAD + r'bev_embedding\.weight', r'encoder.bev_embedding.weight'),
+    (_HEAD + r'positional_encoding\.(row|col)_embed\.weight',
+     r'encoder.positional_encoding.\1_embed.weight'),
+    (_TRANSFORMER + r'(cams_embeds|level_embeds)', r'encoder.\1'),
+    (_TRANSFORMER + r'encoder\.layers\.(\d+)\.attentions\.0\.' + _DEFORMABLE + r'\.' + _P,
+     r'encoder.layers.\1.self_attn.\2.\3'),
+    (_TRANSFORMER + r'encoder\.layers\.(\d+)\.attentions\.1\.deformable_attention\.'
+     r'(sampling_offsets|attention_weights|value_proj)\.' + _P,
+     r'encoder.layers.\1.cross_attn.\2.\3'),
+    (_TRANSFORMER + r'encoder\.layers\.(\d+)\.attentions\.1\.output_proj\.' + _P,
+     r'encoder.layers.\1.cross_attn.output_proj.\2'),
+    (_TRANSFORMER + r'encoder\.layers\.(\d+)\.' + _FFN, r'encoder.layers.\1.ffn.layers.\2.\3'),
+    (_TRANSFORMER + r'encoder\.layers\.(\d+)\.' + _NORM, r'encoder.layers.\1.norms.\2.\3'),
+    (_TRANSFORMER + r'decoder\.layers\.(\d+)\.attentions\.0\.attn\.'
+     r'(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
+     r'bbox_head.layers.\1.self_attn.attn.\2'),
+    (_TRANSFORMER + r'decoder\.layers\.(\d+)\.attentions\.1\.' + _DEFORMABLE + r'\.' + _P,
+     r'bbox_head.layers.\1.cross_attn.\2.\3'),
+    (_TRANSFORMER + r'decoder\.layers\.(\d+)\.' + _FFN, r'bbox_head.layers.\1.ffn.layers.\2.\3'),
+    (_TRANSFORMER + r'decoder\.layers\.(\d+)\.' + _NORM, r'bbox_head.layers.\1.norms.\2.\3'),
+    (_TRANSFORMER + r'reference_points\.' + _P, r'bbox_head.reference_points.\1'),
+    (_HEAD + r'query_embedding\.weight', r'bbox_head.query_embedding.weight'),
+    (_HEAD + r'(cls|reg)_branches\.(\d+)\.(\d+)\.' + _P, r'bbox_head.\1_branches.\2.\3.\4'),
+)
+_COMPILED_RULES = tuple((re.compile(pattern), template) for pattern, template in KEY_RULES)
+
+CAN_BUS_REASON = (
+    'CAN-bus MLP: our encoder has no CAN-bus input (mmdet3d 1.x infos carry none); the official '
+    'model adds its output to every BEV query, so the converted model computes different BEV '
+    'features and detections (fine-tune; not an exact reproduction)')
+CAN_BUS_UNUSED_REASON = (
+    'CAN-bus MLP: unused by the source model (its config has use_can_bus=False, the MLP output '
+    'was multiplied by 0), so dropping it changes nothing')
+_CAN_BUS = re.compile(_TRANSFORMER + r'can_bus_mlp\..+')
+_CODE_WEIGHTS = re.compile(_HEAD + r'code_weights')
+UNKNOWN_REASON = 'not part of the official BEVFormer layout this converter knows; no counterpart'
+
+# Markers of an official BEVFormer state dict (after an optional "module." / "pts_bbox_head.").
+_OFFICIAL_MARKERS = re.compile(r'^(bev_embedding\.weight$|transformer\.can_bus_mlp\.|'
+                               r'transformer\.encoder\.layers\.\d+\.attentions\.\d+\.)')
+# Head-level keys of an official head state dict saved without the detector's "pts_bbox_head.".
+_HEAD_LEVEL = re.compile(r'^(transformer|bev_embedding|query_embedding|positional_encoding|'
+                         r'cls_branches|reg_branches|code_weights)\b')
+
+
+class OfficialCheckpointError(ValueError):
+    """An official BEVFormer checkpoint was given where our layout is needed (or vice versa)."""
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert_official_bevformer` did with every key.
+
+    mapped: (official key, our key) pairs; dropped: (official key, reason) pairs; box_code_keys:
+    our keys whose rows were rewritten from the 0.17 to the 1.x box code; can_bus_zero_norm /
+    bev_embedding_norm: norm of the CAN-bus MLP's output for an all-zero input and the mean
+    norm of a BEV query embedding (None without those tensors); notes: findings to read.
+    """
+    mapped: List[Tuple[str, str]] = field(default_factory=list)
+    dropped: List[Tuple[str, str]] = field(default_factory=list)
+    box_code_keys: List[str] = field(default_factory=list)
+    can_bus_zero_norm: Optional[float] = None
+    bev_embedding_norm: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the converted model computes what the official one does from the weights'
+        side (no dropped key changes the output). The non-weight differences (module doc) stay."""
+        return all(reason == CAN_BUS_UNUSED_REASON or reason.startswith('loss constant')
+                   for _, reason in self.dropped)
+
+    def dropped_for_meta(self) -> List[Dict[str, str]]:
+        return [dict(key=key, reason=reason) for key, reason in self.dropped]
+
+    def summary(self, verbose: bool = False) -> str:
+        """Counts and reasons; with ``verbose`` every mapped and dropped key."""
+        lines = [f'mapped {len(self.mapped)} tensors, dropped {len(self.dropped)}, '
+                 f'{len(self.box_code_keys)} rewritten from the mmdet3d 0.17 to the 1.x box code']
+        by_reason: Dict[str, List[str]] = {}
+        for key, reason in self.dropped:
+            by_reason.setdefault(reason, []).append(key)
+        for reason, keys in by_reason.items():
+            lines.append(f'dropped {len(keys)}: {reason}')
+            lines.extend(f'    {key}' for key in keys)
+        lines.extend(f'note: {note}' for note in self.notes)
+        if verbose:
+            lines.append('mapping (official -> ours):')
+            lines.extend(f'    {old} -> {new}' for old, new in self.mapped)
+            if self.box_code_keys:
+                lines.append('box code 0.17 -> 1.x: ' + ', '.join(self.box_code_keys))
+        return '\n'.join(lines)
+
+
+# ---- recognising checkpoints --------------------------------------------------------------------
+def _tensors(checkpoint: Mapping) -> Mapping:
+    """The state dict of a checkpoint dict (``state_dict`` / ``model`` entry) or the dict itself."""
+    for wrapper in ('state_dict', 'model'):
+        inner = checkpoint.get(wrapper) if isinstance(checkpoint, Mapping) else None
+        if isinstance(inner, Mapping):
+            return inner
+    return checkpoint
+
+
+def _normalised_key(key: str) -> str:
+    """Without DDP's ``module.``, and with ``pts_bbox_head.`` on head-level keys of a bare head."""
+    if key.startswith('module.'):
+        key = key[len('module.'):]
+    if _HEAD_LEVEL.match(key):
+        key = 'pts_bbox_head.' + key
+    return key
+
+
+def _is_official_key(key: str) -> bool:
+    key = _normalised_key(key)
+    if key.startswith('pts_bbox_head.'):
+        key = key[len('pts_bbox_head.'):]
+    return bool(_OFFICIAL_MARKERS.match(key))
+
+
+def looks_like_official_bevformer(state_dict: Mapping) -> bool:
+    """Whether ``state_dict`` (or a checkpoint dict holding one under ``state_dict``) is in the
+    official BEVFormer layout: a BEV embedding under ``pts_bbox_head.``, the CAN-bus MLP or mmcv
+    1.x ``attentions.{i}`` encoder layers under ``transformer.``. DETR3D (no encoder) and our
+    own layout (``encoder.`` / ``bbox_head.``) are not."""
+    return any(isinstance(key, str) and _is_official_key(key) for key in _tensors(state_dict))
+
+
+def refuse_official_state_dict(module: nn.Module, state_dict: Mapping, prefix: str,
+                               *args: Any) -> None:
+    """A load-state-dict pre-hook (``module.register_load_state_dict_pre_hook``): raises
+    :class:`OfficialCheckpointError` naming the converter when ``state_dict`` (the keys under
+    ``prefix``) is an official BEVFormer checkpoint. Runs for ``nn.Module.load_state_dict`` and
+    mmengine's ``load_checkpoint`` alike, strict or not."""
+    keys = [key[len(prefix):] for key in state_dict if key.startswith(prefix)]
+    if any(_is_official_key(key) for key in keys):
+        raise OfficialCheckpointError(
+            f'this is an official BEVFormer checkpoint (mmdet3d 0.17 layout: keys such as '
+            f'"pts_bbox_head.transformer.encoder.layers.0.attentions.0.sampling_offsets.weight"); '
+            f'{type(module).__name__} has another layout and box convention. Convert it first:\n'
+            f'    {CONVERTER_COMMAND}\nand load CONVERTED.pth instead.')
+
+
+def install_official_checkpoint_guard(module: nn.Module):
+    """Make ``module`` refuse official BEVFormer checkpoints (see
+    :func:`refuse_official_state_dict`); returns the hook handle."""
+    return module.register_load_state_dict_pre_hook(refuse_official_state_dict)
+
+
+# ---- conversion ---------------------------------------------------------------------------------
+def _rename(key: str) -> Optional[str]:
+    for pattern, template in _COMPILED_RULES:
+        match = pattern.fullmatch(key)
+        if match:
+            return match.expand(template)
+    return None
+
+
+def _config_flag(meta: Optional[Mapping], name: str) -> Optional[bool]:
+    """``name=True/False`` from the config text mmdet 2.x stores in ``meta['config']``."""
+    config = meta.get('config') if isinstance(meta, Mapping) else None
+    if not isinstance(config, str):
+        return None
+    values = set(re.findall(rf'\b{name}\s*=\s*(True|False)\b', config))
+    return values == {'True'} if len(values) == 1 else None
+
+
+def can_bus_zero_input_output(state_dict: Mapping[str, Tensor]) -> Optional[Tensor]:
+    """(C,) what the official ``can_bus_mlp`` (Linear, ReLU, Linear, ReLU[, LayerNorm]) adds to
+    every BEV query for an all-zero CAN-bus vector; None without its weights."""
+    prefix = 'pts_bbox_head.transformer.can_bus_mlp.'
+    needed = [prefix + name for name in ('0.bias', '2.weight', '2.bias')]
+    if not all(key in state_dict for key in needed):
+        return None
+    hidden = torch.relu(state_dict[prefix + '0.bias'].double())
+    out = torch.relu(state_dict[prefix + '2.weight'].double() @ hidden
+                     + state_dict[prefix + '2.bias'].double())
+    if prefix + 'norm.weight' in state_dict:
+        out = F.layer_norm(out, out.shape, state_dict[prefix + 'norm.weight'].double(),
+                           state_dict[prefix + 'norm.bias'].double(), eps=1e-5)
+    return out.float()
+
+
+def _check_layout(state_dict: Mapping[str, Tensor]) -> None:
+    """Raise for an official variant whose tensors cannot mean what ours do."""
+    embedding = state_dict.get('pts_bbox_head.bev_embedding.weight')
+    if embedding is None:
+        return
+    embed_dims = embedding.shape[1]
+    pattern = re.compile(_TRANSFORMER + r'encoder\.layers\.\d+\.attentions\.0\.'
+                         r'sampling_offsets\.weight')
+    for key, value in state_dict.items():
+        if pattern.fullmatch(key) and value.shape[1] != 2 * embed_dims:
+            raise ValueError(
+                f'{key} takes {value.shape[1]} input features; a temporal self-attention over '
+                f'[previous BEV, current BEV] takes 2 * embed_dims = {2 * embed_dims} (ours has '
+                'exactly 2 frames)')
+
+
+def _notes(state_dict: Mapping[str, Tensor], report: ConversionReport) -> None:
+    reg0, reg1 = (state_dict.get(f'pts_bbox_head.reg_branches.{i}.0.weight') for i in (0, 1))
+    if reg0 is not None and reg1 is not None and torch.equal(reg0, reg1):
+        report.notes.append(
+            'the regression branches of all decoder layers are identical: the source was trained '
+            'without box refinement (with_box_refine=False), ours always refines; build the head '
+            'with share_branches=True and expect different outputs')
+
+
+def convert_official_bevformer(
+        state_dict: Mapping[str, Any],
+        meta: Optional[Mapping] = None) -> Tuple['OrderedDict[str, Tensor]', ConversionReport]:
+    """An official BEVFormer (tiny / small / base) state dict -> ``BEVFormerDetector``'s.
+
+    Args:
+        state_dict: the official tensors (or the checkpoint dict holding them under
+            ``state_dict``); a ``module.`` prefix and a bare head (no ``pts_bbox_head.``) are
+            accepted.
+        meta: the checkpoint's ``meta``; when its ``config`` text says ``use_can_bus=False`` the
+            CAN-bus MLP is reported as unused (dropping it is then exact).
+
+    Returns:
+        Our state dict (same tensors; the final Linear of every regression branch rewritten to
+        the mmdet3d 1.x box code by ``convert_head_state_dict_from_v017``) and the report. Keys
+        are renamed, never reshaped (module doc); loading into a model of another size fails there
+        with the shapes named.
+
+    Raises:
+        OfficialCheckpointError: ``state_dict`` is not in the official layout.
+    """
+    if isinstance(state_dict, Mapping) and meta is None and isinstance(state_dict.get('meta'),
+                                                                       Mapping):
+        meta = state_dict['meta']
+    source = OrderedDict((_normalised_key(k), v) for k, v in _tensors(state_dict).items())
+    if not looks_like_official_bevformer(source):
+        raise OfficialCheckpointError(
+            'the state dict does not look like an official BEVFormer checkpoint: expected keys '
+            'such as "pts_bbox_head.bev_embedding.weight" and "pts_bbox_head.transformer.'
+            'encoder.layers.0.attentions.0.sampling_offsets.weight"; got '
+            + ', '.join(list(source)[:5]) + ('' if len(source) <= 5 else ' and more')
+            + '. A checkpoint of BEVFormerDetector '
+            '("encoder.", "bbox_head.") needs no conversion.')
+    _check_layout(source)
+    report = ConversionReport()
+    uses_can_bus = _config_flag(meta, 'use_can_bus')
+    renamed: 'OrderedDict[str, Tensor]' = OrderedDict()
+    for key, value in source.items():
+        if not isinstance(value, Tensor):
+            report.dropped.append((key, f'not a tensor ({type(value).__name__})'))
+            continue
+        target = _rename(key)
+        if target is not None:
+            if target in renamed:
+                raise ValueError(f'two official keys map onto {target}; the second is {key}')
+            renamed[target] = value
+            report.mapped.append((key, target))
+        elif _CAN_BUS.fullmatch(key):
+            report.dropped.append(
+                (key, CAN_BUS_UNUSED_REASON if uses_can_bus is False else CAN_BUS_REASON))
+        elif _CODE_WEIGHTS.fullmatch(key):
+            report.dropped.append(
+                (key, 'loss constant, not a weight: ours is BEVFormerHead(code_weights=...); the '
+                 f'checkpoint has {[round(float(v), 4) for v in value.flatten()]}'))
+        else:
+            report.dropped.append((key, UNKNOWN_REASON))
+    if not any(k.startswith('bbox_head.reg_branches.') for k in renamed):
+        raise ValueError('the official checkpoint has no "pts_bbox_head.reg_branches.*": cannot '
+                         'convert its box code to mmdet3d 1.x (is it complete?)')
+    converted = convert_head_state_dict_from_v017(renamed, prefix='bbox_head.')
+    report.box_code_keys = [k for k in converted if converted[k] is not renamed[k]]
+
+    zero_output = can_bus_zero_input_output(source)
+    if zero_output is not None:
+        report.can_bus_zero_norm = float(zero_output.norm())
+        embedding = source.get('pts_bbox_head.bev_embedding.weight')
+        if embedding is not None:
+            report.bev_embedding_norm = float(embedding.float().norm(dim=-1).mean())
+        if uses_can_bus is not False:
+            report.notes.append(
+                'the CAN-bus MLP is dropped: the official model adds can_bus_mlp(can_bus) to every '
+                'BEV query and has no mode without it (even an all-zero CAN-bus vector adds the '
+                f'constant LN(relu(W2 relu(b0) + b2)), norm {report.can_bus_zero_norm:.3g}, vs. '
+                f'mean BEV query norm {report.bev_embedding_norm or float("nan"):.3g}). The '
+                'converted model\'s outputs differ from the official ones: use the weights as a '
+                'starting point for fine-tuning, not as a reproduction of the published results.')
+    _notes(source, report)
+    if any(reason == UNKNOWN_REASON for _, reason in report.dropped):
+        report.notes.append('some keys are not part of the known official layout and were '
+                            'dropped (listed above): is this a modified BEVFormer?')
+    return converted, report
+
+
+# ---- files --------------------------------------------------------------------------------------
+def load_official_checkpoint(path: str, unsafe_pickle: bool = False) -> Tuple[Dict, Dict]:
+    """(state dict, meta) of an official checkpoint file.
+
+    Loads with ``torch.load(weights_only=True)`` (tensors and plain containers only: the official
+    files, ``state_dict`` + ``meta``, need nothing else). ``unsafe_pickle=True`` loads any pickled
+    object, which runs code from the file: only for files you trust.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'SRC: no checkpoint file at {path!r}')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=not unsafe_pickle)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(
+            f'refusing to load {path!r} with torch.load(weights_only=True): it pickles an object '
+            f'that is not a tensor or a plain container ({str(error).strip().splitlines()[0]}). '
+            'Official BEVFormer checkpoints need nothing else, so the file may not be one, or '
+            'may be tampered with. If you trust it, rerun with --unsafe-pickle (unpickling can '
+            'run arbitrary code).') from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f'{path!r} holds a {type(checkpoint).__name__}, expected a checkpoint '
+                         'dict (state_dict + meta) or a state dict')
+    meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), Mapping) else {}
+    return dict(_tensors(checkpoint)), dict(meta)
+
+
+def save_converted_checkpoint(path: str, state_dict: Mapping[str, Tensor],
+                              report: ConversionReport, source: str,
+                              source_meta: Optional[Mapping] = None) -> None:
+    """Write ``dict(state_dict, meta=dict(converted_from, dropped, ...))`` atomically: to a
+    temporary file next to ``path``, then renamed over it (an interrupted run leaves no half
+    file)."""
+    meta = dict(converted_from=source, dropped=report.dropped_for_meta(),
+                box_code='mmdet3d 1.x (regression branches converted from 0.17)',
+                exact=report.exact, notes=list(report.notes))
+    classes = (source_meta or {}).get('CLASSES')
+    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
+        meta['dataset_meta'] = dict(classes=list(classes))
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.part')
+    try:
+        with os.fdopen(handle, 'wb') as f:
+            torch.save(dict(state_dict=OrderedDict(state_dict), meta=meta), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The converter command; returns the exit status (errors are printed, not raised)."""
+    parser = argparse.ArgumentParser(
+        prog='bevformer_official_to_ours.py',
+        description='Convert an official BEVFormer checkpoint (fundamentalvision/BEVFormer, '
+        'mmdet3d 0.17) to BEVFormerDetector weights (mmdet3d 1.x box convention).')
+    parser.add_argument('src', metavar='SRC', help='official checkpoint (.pth)')
+    parser.add_argument('dst', metavar='DST', help='converted checkpoint to write')
+    parser.add_argument('--report', action='store_true',
+                        help='also print every mapped and dropped key')
+    parser.add_argument('--unsafe-pickle', action='store_true',
+                        help='load SRC with full pickle (runs code from the file: only for files '
+                        'you trust) when weights_only loading refuses it')
+    args = parser.parse_args(argv)
+    if osp.exists(args.src) and osp.exists(args.dst) and osp.samefile(args.src, args.dst):
+        print(f'error: DST {args.dst!r} is SRC: refusing to overwrite the official checkpoint',
+              file=sys.stderr)
+        return 1
+    try:
+        state_dict, meta = load_official_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
+        converted, report = convert_official_bevformer(state_dict, meta=meta)
+        save_converted_checkpoint(args.dst, converted, report, args.src, meta)
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    print(report.summary(verbose=args.report))
+    print(f'wrote {args.dst}' + ('' if report.exact else
+                                 ' (not an exact reproduction: see the notes above)'))
+    return 0
