@@ -95,8 +95,8 @@ class BEVFormerEncoder(BaseModule):
         self.bev_embedding = nn.Embedding(self.bev_h * self.bev_w, embed_dims)
         self.positional_encoding = LearnedPositionalEncoding(
             num_feats=embed_dims // 2, row_num_embed=self.bev_h, col_num_embed=self.bev_w)
-        self.cams_embeds = nn.Parameter(torch.empty(num_cams, embed_dims))
-        self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, embed_dims))
+        self.cams_embeds = nn.Parameter(torch.zeros(num_cams, embed_dims))
+        self.level_embeds = nn.Parameter(torch.zeros(num_feature_levels, embed_dims))
         layer_cfg = dict(layer_cfg or {})
         cross_attn_cfg = dict(layer_cfg.pop('cross_attn_cfg', None) or {})
         cross_attn_cfg.update(num_levels=num_feature_levels, num_heights=num_points_in_pillar)

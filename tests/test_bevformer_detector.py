@@ -1,0 +1,135 @@
+"""BEVFormerDetector: a training step on a queue, and the test-time BEV memory (kept within a
+scene, dropped on a scene change or a jump in ego pose)."""
+import numpy as np
+import pytest
+import torch
+from mmdet3d.registry import MODELS
+from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+from mmengine.structures import InstanceData
+
+import projects  # noqa: F401
+from projects.bevformer.rig import nuscenes_rig_lidar2img
+
+DEFAULT_SCOPE = 'mmdet3d'
+IMAGE_HW = (64, 96)
+EMBED = 32
+
+
+def _tiny_detector():
+    cfg = dict(
+        type='BEVFormerDetector',
+        img_backbone=dict(type='mmdet.ResNet', depth=18, base_channels=8, num_stages=2,
+                          strides=(1, 2), dilations=(1, 1), out_indices=(1, ),
+                          norm_cfg=dict(type='BN'), norm_eval=False),
+        img_neck=dict(type='mmdet.FPN', in_channels=[16], out_channels=EMBED, num_outs=1),
+        encoder=dict(type='BEVFormerEncoder', bev_h=8, bev_w=8,
+                     point_cloud_range=[-20, -20, -3, 20, 20, 3], num_layers=1, embed_dims=EMBED,
+                     num_feature_levels=1,
+                     layer_cfg=dict(feedforward_channels=64, ffn_drop=0.0,
+                                    self_attn_cfg=dict(num_heads=2, dropout=0.0),
+                                    cross_attn_cfg=dict(num_heads=2, dropout=0.0))),
+        bbox_head=dict(type='BEVFormerHead', num_classes=3, num_query=12, num_layers=2,
+                       embed_dims=EMBED, num_heads=2, feedforward_channels=64, dropout=0.0,
+                       point_cloud_range=[-20, -20, -3, 20, 20, 3]),
+        max_ego_jump=5.0)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def _sample(scene_tokens, x_positions, with_gt=True):
+    """A packed sample: frames at the given ego x positions (metres), oldest first."""
+    frames = len(scene_tokens)
+    ego2global = np.stack([np.eye(4)] * frames)
+    ego2global[:, 0, 3] = x_positions
+    sample = Det3DDataSample(metainfo=dict(
+        num_frames=frames, num_views=6, img_shape=IMAGE_HW, batch_input_shape=IMAGE_HW,
+        lidar2img=np.stack([nuscenes_rig_lidar2img(IMAGE_HW)] * frames), ego2global=ego2global,
+        lidar2ego=np.stack([np.eye(4)] * frames), scene_token=list(scene_tokens),
+        box_type_3d=LiDARInstance3DBoxes))
+    if with_gt:
+        boxes = torch.tensor([[5.0, 2.0, -1.0, 4.0, 2.0, 1.5, 0.3, 1.0, 0.0],
+                              [-8.0, -3.0, -1.0, 0.8, 0.8, 1.8, 0.0, 0.0, 0.0]])
+        sample.gt_instances_3d = InstanceData(bboxes_3d=LiDARInstance3DBoxes(boxes, box_dim=9),
+                                              labels_3d=torch.tensor([0, 2]))
+    return sample
+
+
+def _images(num_samples, frames, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(num_samples, frames * 6, 3, *IMAGE_HW, generator=generator)
+
+
+def _encoder_calls(model):
+    """Records, for every encoder call, whether a previous BEV was passed (and has_previous)."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        calls.append((kwargs.get('previous_bev') is not None, kwargs.get('has_previous')))
+    model.encoder.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
+
+
+def test_training_step_on_a_queue_learns_through_the_current_frame_only():
+    model = _tiny_detector().train()
+    calls = _encoder_calls(model)
+    samples = [_sample(['a', 'a'], [0.0, 2.0]), _sample(['b', 'c'], [0.0, 1.0])]
+    losses = model.loss(dict(imgs=_images(2, 2)), samples)
+    assert {'loss_cls', 'loss_bbox', 'd0.loss_cls', 'd0.loss_bbox'} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.img_backbone.conv1.weight.grad.abs().sum() > 0
+    assert model.encoder.bev_embedding.weight.grad.abs().sum() > 0
+    # the oldest frame has no previous BEV; the current one has, usable only within one scene
+    assert calls[0] == (False, None)
+    assert calls[1][0] and calls[1][1].tolist() == [True, False]
+
+
+def test_test_time_memory_follows_the_scene_and_resets_on_a_change_or_a_jump():
+    model = _tiny_detector().eval()
+    calls = _encoder_calls(model)
+    frames = [(['s1'], [0.0]), (['s1'], [2.0]), (['s2'], [2.5]), (['s2'], [20.0]),
+              (['s2'], [21.0])]
+    outputs = []
+    with torch.no_grad():
+        for index, (scene, x) in enumerate(frames):
+            result = model.predict(dict(imgs=_images(1, 1, seed=index)),
+                                   [_sample(scene, x, with_gt=False)])
+            outputs.append(result[0].pred_instances_3d)
+    # first frame, same scene, scene change, 17.5 m jump (> max_ego_jump 5 m), same scene
+    assert [used for used, _ in calls] == [False, True, False, False, True]
+    boxes = outputs[0].bboxes_3d
+    assert isinstance(boxes, LiDARInstance3DBoxes) and boxes.tensor.shape[1] == 9
+    assert outputs[0].scores_3d.shape == outputs[0].labels_3d.shape
+
+
+def test_previous_bev_changes_the_predictions():
+    model = _tiny_detector().eval()
+    images = _images(1, 1, seed=3)
+    with torch.no_grad():
+        model.predict(dict(imgs=_images(1, 1, seed=4)), [_sample(['s'], [0.0], with_gt=False)])
+        with_memory = model.predict(dict(imgs=images), [_sample(['s'], [1.0], with_gt=False)])
+        model.video_test_mode = False
+        without = model.predict(dict(imgs=images), [_sample(['s'], [1.0], with_gt=False)])
+    assert not torch.allclose(with_memory[0].pred_instances_3d.scores_3d,
+                              without[0].pred_instances_3d.scores_3d)
+
+
+def test_a_batch_is_predicted_frame_after_frame():
+    """Two consecutive frames of one scene in one batch: the second uses the first's BEV."""
+    model = _tiny_detector().eval()
+    calls = _encoder_calls(model)
+    with torch.no_grad():
+        model.predict(dict(imgs=_images(2, 1)), [_sample(['s'], [0.0], with_gt=False),
+                                                  _sample(['s'], [1.0], with_gt=False)])
+    assert [used for used, _ in calls] == [False, True]
+
+
+def test_images_not_matching_the_metainfo_are_named():
+    model = _tiny_detector()
+    with pytest.raises(ValueError, match='num_frames=2 x num_views=6'):
+        model.loss(dict(imgs=_images(1, 1)), [_sample(['a', 'a'], [0.0, 1.0])])
+    with pytest.raises(KeyError, match='PackBEVInputs'):
+        model.loss(dict(points=[]), [_sample(['a'], [0.0])])
