@@ -15,7 +15,7 @@ IMAGE_HW = (64, 96)
 EMBED = 32
 
 
-def _tiny_detector():
+def _tiny_detector(**overrides):
     cfg = dict(
         type='BEVFormerDetector',
         img_backbone=dict(type='mmdet.ResNet', depth=18, base_channels=8, num_stages=2,
@@ -32,6 +32,7 @@ def _tiny_detector():
                        embed_dims=EMBED, num_heads=2, feedforward_channels=64, dropout=0.0,
                        point_cloud_range=[-20, -20, -3, 20, 20, 3]),
         max_ego_jump=5.0)
+    cfg.update(overrides)
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()
@@ -133,3 +134,10 @@ def test_images_not_matching_the_metainfo_are_named():
         model.loss(dict(imgs=_images(1, 1)), [_sample(['a', 'a'], [0.0, 1.0])])
     with pytest.raises(KeyError, match='PackBEVInputs'):
         model.loss(dict(points=[]), [_sample(['a'], [0.0])])
+
+
+def test_encoder_and_head_ranges_must_agree():
+    head = dict(type='BEVFormerHead', num_classes=3, num_query=12, num_layers=2, embed_dims=EMBED,
+                num_heads=2, feedforward_channels=64, point_cloud_range=[-30, -30, -3, 30, 30, 3])
+    with pytest.raises(ValueError, match='bbox_head.point_cloud_range'):
+        _tiny_detector(bbox_head=head)

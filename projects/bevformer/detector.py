@@ -53,11 +53,22 @@ class BEVFormerDetector(Base3DDetector):
         self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
         self.encoder = MODELS.build(encoder)
         self.bbox_head = MODELS.build(bbox_head)
+        self._check_same_range()
         self.video_test_mode = video_test_mode
         self.max_ego_jump = float(max_ego_jump)
         self._previous_frame: Optional[dict] = None  # scene_token, lidar2global, bev (1, Q, C)
         # official BEVFormer weights (mmdet3d 0.17 layout) are refused, naming the converter
         install_official_checkpoint_guard(self)
+
+    def _check_same_range(self) -> None:
+        """The head reads the BEV through reference points normalised over its own range: a
+        range different from the encoder's would put every box in the wrong place."""
+        encoder_range = [float(v) for v in self.encoder.point_cloud_range]
+        head_range = [float(v) for v in self.bbox_head.point_cloud_range]
+        if encoder_range != head_range:
+            raise ValueError(f'encoder.point_cloud_range {encoder_range} and '
+                             f'bbox_head.point_cloud_range {head_range} must be the same: the '
+                             'head locates boxes on the BEV grid the encoder built over its range')
 
     # ---- features -----------------------------------------------------------------------------
     def extract_img_feat(self, imgs: Tensor) -> List[Tensor]:
