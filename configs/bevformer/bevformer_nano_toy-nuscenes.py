@@ -105,5 +105,6 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=2))
+    checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=2),
+    visualization=dict(type='BEVVisualizationHook', draw=False, score_threshold=0.3))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

@@ -63,6 +63,9 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # `tools/test.py --show-dir DIR`: predictions and ground truth in the six cameras and in BEV
+    visualization=dict(type='BEVVisualizationHook', draw=False, score_threshold=0.3))
 # 8 GPUs x 1 sample in the release: `--auto-scale-lr` rescales lr for other batch sizes
 auto_scale_lr = dict(enable=False, base_batch_size=8)

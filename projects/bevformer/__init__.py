@@ -2,7 +2,7 @@
 dataset, the BEV encoder (temporal self-attention and spatial cross-attention on the shared
 deformable-attention op), the 3D DETR head and the detector. Registered in mmdet3d's registries
 on import."""
-from . import dataset, transforms  # noqa: F401  (registers the dataset and the transforms)
+from . import dataset, transforms, visualization  # noqa: F401  (dataset, transforms, hook)
 from .attention import BEVSpatialCrossAttention, BEVTemporalSelfAttention
 from .detector import BEVFormerDetector
 from .encoder import BEVFormerEncoder, BEVFormerEncoderLayer

@@ -1,0 +1,68 @@
+"""BEVFormer through the tools, end to end on a tiny generated nuScenes world: the 3D quickstart
+(untrained baseline, tools' train, tools' test with NuScenesMetric and pictures) and a 2-process
+CPU (gloo) training run through tools/dist_train.sh."""
+import glob
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from projects.datasets import prepare_toy_nuscenes
+from projects.engine.quickstart import latest_checkpoint
+from projects.engine.quickstart_bev import DEFAULT_BEV_CONFIG, SUMMARY_KEYS, run_bev_quickstart
+
+DEFAULT_SCOPE = 'mmdet3d'
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(REPO, DEFAULT_BEV_CONFIG)
+# tiny world: 1 train scene and the 2 mini_val scenes, 3 keyframes each, 200x112 images
+WORLD = dict(num_train_scenes=1, samples_per_scene=3, image_size=(112, 200))
+
+
+@pytest.fixture(scope='module')
+def world_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('toy_nuscenes'))
+    prepare_toy_nuscenes(root, progress=False, **WORLD)
+    return root
+
+
+def _options(world_root, max_epochs=1):
+    """cfg-options for a fast run: the tiny world, no worker processes, a smaller head."""
+    val_infos = osp.join(world_root, 'nuscenes_infos_val.pkl')
+    loaders = [f'{split}_dataloader.{key}' for split in ('train', 'val', 'test')
+               for key in ('num_workers=0', 'persistent_workers=False')]
+    return [f'train_cfg.max_epochs={max_epochs}', f'train_cfg.val_interval={max_epochs}',
+            'train_dataloader.batch_size=1', 'model.bbox_head.num_query=30', *loaders,
+            *[f'{split}_dataloader.dataset.data_root={world_root}'
+              for split in ('train', 'val', 'test')],
+            *[f'{split}_evaluator.{key}' for split in ('val', 'test')
+              for key in (f'data_root={world_root}', f'ann_file={val_infos}')]]
+
+
+@pytest.mark.slow
+def test_bev_quickstart_trains_tests_and_draws(world_root, tmp_path):
+    work_dir = str(tmp_path / 'quick')
+    metrics = run_bev_quickstart(CONFIG, work_dir, data_root=world_root,
+                                 num_train_scenes=WORLD['num_train_scenes'],
+                                 samples_per_scene=WORLD['samples_per_scene'],
+                                 cfg_options=_options(world_root))
+    assert set(SUMMARY_KEYS) <= set(metrics)
+    for key in ('NDS', 'mAP', 'untrained/NDS', 'untrained/mAP'):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
+    assert glob.glob(osp.join(work_dir, '*', 'predictions', '*.png'))
+
+
+@pytest.mark.slow
+def test_distributed_cpu_training(world_root, tmp_path):
+    work_dir = str(tmp_path / 'dist')
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29533', OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        ['bash', osp.join(REPO, 'tools/dist_train.sh'), CONFIG, '2', '--work-dir', work_dir,
+         '--cfg-options', *_options(world_root), 'val_cfg=None', 'val_dataloader=None',
+         'val_evaluator=None'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
+    assert 'Distributed training: True' in result.stdout + result.stderr
