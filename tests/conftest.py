@@ -8,7 +8,8 @@ from mmengine.registry import DefaultScope
 def default_scope(request):
     """Every test starts in mmdet's scope, or the one its module names in ``DEFAULT_SCOPE``
     (``'mmdet3d'`` for the 3D tests): a Runner built by an earlier test (e.g. with
-    default_scope='mmengine') would otherwise leave its scope current for the rest of the session."""
+    default_scope='mmengine') would otherwise leave its scope current for the rest of the
+    session."""
     scope = getattr(request.module, 'DEFAULT_SCOPE', 'mmdet')
     with DefaultScope.overwrite_default_scope(scope):
         yield

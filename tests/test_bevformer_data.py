@@ -5,7 +5,7 @@ Independent references: nuscenes-devkit's ``view_points`` on the raw calibration
 centres mmdet3d's converter stored in the info (``cam_instances[*].center_2d``), closed-form image
 maps, and where a painted blob actually ends up in the transformed images.
 
-The demo frame (/work/shared/data/nuscenes_demo, one nuScenes v1.0-mini keyframe; nuScenes data
+The demo frame (../shared/data/nuscenes_demo, one nuScenes v1.0-mini keyframe; nuScenes data
 (c) Motional, CC BY-NC-SA 4.0) is used where present; the other tests build their own small
 images and info files.
 """
@@ -28,13 +28,13 @@ import projects.bevformer.transforms  # noqa: F401  (registers the transforms)
 from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
 from mmdet3d.registry import DATASETS, TRANSFORMS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+from projects.datasets.toy_nuscenes import DEMO_ROOT
 from projects.bevformer.dataset import BEVNuScenesDataset
 from projects.bevformer.geometry import project_to_cameras
 from projects.bevformer.transforms import (LoadMultiViewImages, MultiViewCrop, MultiViewFlip,
                                            MultiViewResize, PackBEVInputs)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_ROOT = '/work/shared/data/nuscenes_demo'
 DEMO_INFOS = sorted(glob.glob(osp.join(DEMO_ROOT, '*.pkl')))
 needs_demo = pytest.mark.skipif(
     not DEMO_INFOS, reason=f'the real nuScenes demo frame ({DEMO_ROOT}/*.pkl) is not available')

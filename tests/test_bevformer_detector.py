@@ -123,8 +123,8 @@ def test_a_batch_is_predicted_frame_after_frame():
     model = _tiny_detector().eval()
     calls = _encoder_calls(model)
     with torch.no_grad():
-        model.predict(dict(imgs=_images(2, 1)), [_sample(['s'], [0.0], with_gt=False),
-                                                  _sample(['s'], [1.0], with_gt=False)])
+        samples = [_sample(['s'], [0.0], with_gt=False), _sample(['s'], [1.0], with_gt=False)]
+        model.predict(dict(imgs=_images(2, 1)), samples)
     assert [used for used, _ in calls] == [False, True]
 
 

@@ -7,8 +7,7 @@ import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from mmdet3d.registry import MODELS
 
-from projects.bevformer import (BEVFormerEncoder, BEVSpatialCrossAttention,
-                                BEVTemporalSelfAttention)
+from projects.bevformer import BEVSpatialCrossAttention, BEVTemporalSelfAttention
 from projects.bevformer.attention import _pack_hits
 from projects.bevformer.geometry import (align_previous_bev, bev_cell_centers,
                                          current_to_previous_lidar, lidar_to_global,
@@ -72,7 +71,8 @@ def test_spatial_cross_attention_matches_per_camera_reference_for_batch_of_two()
     _randomize(attn)
     bs, num_cams, num_queries = 2, 3, 12
     feats, spatial_shapes, starts = _level_inputs(bs, num_cams, channels, shapes)
-    query, query_pos = torch.randn(bs, num_queries, channels), torch.randn(bs, num_queries, channels)
+    query = torch.randn(bs, num_queries, channels)
+    query_pos = torch.randn(bs, num_queries, channels)
     points_cam = torch.rand(bs, num_cams, num_queries, 2, 2) * 1.2 - 0.1
     # different hits per sample (the original code used sample 0's for all), query 0 hit by none
     mask = torch.rand(bs, num_cams, num_queries, 2) > 0.5
@@ -144,7 +144,8 @@ def test_temporal_self_attention_matches_reference_and_stands_in_the_query():
                                     dropout=0.0).eval()
     _randomize(attn)
     bs, num_queries = 2, bev_h * bev_w
-    query, query_pos = torch.randn(bs, num_queries, channels), torch.randn(bs, num_queries, channels)
+    query = torch.randn(bs, num_queries, channels)
+    query_pos = torch.randn(bs, num_queries, channels)
     previous = torch.randn(bs, num_queries, channels)
     ref = torch.rand(num_queries, 2)
     bev_hw = torch.tensor([[bev_h, bev_w]])

@@ -5,7 +5,7 @@ Geometry reference: the real nuScenes camera rig (``projects.bevformer.rig``) wi
 images, so each camera panel can be found in the picture by its colour and a box centre's pixel
 mapped into it. The hook runs inside a real ``tools/test.py`` run on a tiny generated toy world
 with a randomly initialised tiny model; the tool on the real demo frame
-(/work/shared/data/nuscenes_demo, nuScenes data (c) Motional, CC BY-NC-SA 4.0) where present.
+(../shared/data/nuscenes_demo, nuScenes data (c) Motional, CC BY-NC-SA 4.0) where present.
 """
 import glob
 import importlib.util
@@ -20,6 +20,7 @@ from mmengine.registry import DefaultScope
 
 from mmdet3d.registry import HOOKS, MODELS
 from mmdet3d.structures import LiDARInstance3DBoxes
+from projects.datasets.toy_nuscenes import DEMO_ROOT
 from projects.bevformer.rig import nuscenes_rig_lidar2img
 from projects.bevformer.visualization import (NUSCENES_CLASSES, BEVVisualizationHook,
                                               class_colors, load_packed_frame,
@@ -29,7 +30,6 @@ from projects.datasets.nuscenes_infos import CAMERA_CHANNELS
 DEFAULT_SCOPE = 'mmdet3d'
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs/bevformer/bevformer_nano_toy-nuscenes.py')
-DEMO_ROOT = '/work/shared/data/nuscenes_demo'
 DEMO_INFOS = sorted(glob.glob(osp.join(DEMO_ROOT, '*.pkl')))
 needs_demo = pytest.mark.skipif(
     not DEMO_INFOS, reason=f'the real nuScenes demo frame ({DEMO_ROOT}/*.pkl) is not available')

@@ -90,7 +90,8 @@ class BEVFormerEncoder(BaseModule):
         self.bev_h, self.bev_w = int(bev_h), int(bev_w)
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         self.embed_dims, self.num_cams = embed_dims, num_cams
-        self.num_feature_levels, self.num_points_in_pillar = num_feature_levels, num_points_in_pillar
+        self.num_feature_levels = num_feature_levels
+        self.num_points_in_pillar = num_points_in_pillar
 
         self.bev_embedding = nn.Embedding(self.bev_h * self.bev_w, embed_dims)
         self.positional_encoding = LearnedPositionalEncoding(

@@ -12,7 +12,7 @@ box outlines, camera frusta and the ego car) serves both pictures:
   white, dashed), drawn for test samples by :class:`BEVVisualizationHook` (``tools/test.py
   --show-dir``) and by :func:`visualize_predictions` (``tools/analysis/visualize_predictions.py``).
 
-nuScenes data (e.g. ``/work/shared/data/nuscenes_demo``, one v1.0-mini keyframe) is (c) Motional,
+nuScenes data (e.g. ``../shared/data/nuscenes_demo``, one v1.0-mini keyframe) is (c) Motional,
 licensed CC BY-NC-SA 4.0 (non-commercial use only); pictures made from it carry that notice
 (:data:`NUSCENES_NOTICE`, written into the PNG's caption).
 """

@@ -69,7 +69,7 @@ from .nuscenes_infos import (CAMERA_CHANNELS, LIDAR_CHANNEL, NUSCENES_CLASSES,
                              matrix_to_quaternion, pose_matrix)
 
 __all__ = [
-    'RIG', 'DEMO_INFO_PATH', 'OBJECT_SPECS', 'ToyObject', 'ScenePlan', 'rig_from_info',
+    'RIG', 'DEMO_ROOT', 'DEMO_INFO_PATH', 'OBJECT_SPECS', 'ToyObject', 'ScenePlan', 'rig_from_info',
     'scene_names', 'plan_scene', 'generate_toy_nuscenes', 'toy_nuscenes_ready',
     'prepare_toy_nuscenes'
 ]
@@ -78,7 +78,10 @@ VERSION = 'v1.0-mini'
 FORMAT_VERSION = 1  # bump when the world changes, so toy_nuscenes_ready() rejects old worlds
 MANIFEST_NAME = 'toy_nuscenes_manifest.json'
 INFO_PREFIX = 'nuscenes'
-DEMO_INFO_PATH = '/work/shared/data/nuscenes_demo/n015-2018-07-24-11-22-45+0800.pkl'
+# the real keyframe every developer and CI has at ../shared from the project's root
+DEMO_ROOT = osp.normpath(osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..', 'shared',
+                                  'data', 'nuscenes_demo'))
+DEMO_INFO_PATH = osp.join(DEMO_ROOT, 'n015-2018-07-24-11-22-45+0800.pkl')
 
 # ----------------------------------------------------------------------------- the real rig
 # Sensor extrinsics (sensor->ego translation in metres, rotation as a [w, x, y, z] quaternion)

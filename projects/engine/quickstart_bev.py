@@ -25,7 +25,8 @@ SUMMARY_KEYS = ('NDS', 'mAP', 'mATE', 'mASE', 'mAOE', 'mAVE', 'mAAE')
 def _data_root_options(data_root: str) -> List[str]:
     """--cfg-options that move the toy config's datasets and evaluators to ``data_root``."""
     val_infos = osp.join(data_root, 'nuscenes_infos_val.pkl')
-    return ([f'{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'val', 'test')]
+    splits = ('train', 'val', 'test')
+    return ([f'{split}_dataloader.dataset.data_root={data_root}' for split in splits]
             + [f'{split}_evaluator.{key}={value}' for split in ('val', 'test')
                for key, value in (('data_root', data_root), ('ann_file', val_infos))])
 

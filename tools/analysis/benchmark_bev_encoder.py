@@ -98,8 +98,8 @@ def layer_inputs(encoder: BEVFormerEncoder, inputs: dict) -> dict:
 
 def part_calls(encoder: BEVFormerEncoder, inputs: dict, part: str) -> Callable[[], None]:
     layer = encoder.layers[0]
-    x = layer_inputs(encoder, inputs) if part in ('temporal self-attn', 'spatial cross-attn',
-                                                   'one layer') else None
+    one_layer_parts = ('temporal self-attn', 'spatial cross-attn', 'one layer')
+    x = layer_inputs(encoder, inputs) if part in one_layer_parts else None
     if part == 'temporal self-attn':
         return torch.no_grad()(lambda: layer.self_attn(x['query'], x['pos'], x['previous'],
                                                        x['ref'], x['bev_hw']))

@@ -5,7 +5,8 @@ Inputs are synthetic (random images of the config's size, the real nuScenes rig'
 weights): the figures are the model's cost, not its accuracy. Batch 1, six cameras.
 
     # inference of BEVFormer-tiny (800x450 images)
-    python tools/analysis/benchmark_bevformer.py configs/bevformer/bevformer_tiny_8xb1-24e_nuscenes.py
+    python tools/analysis/benchmark_bevformer.py \
+        configs/bevformer/bevformer_tiny_8xb1-24e_nuscenes.py
     # one training step of the toy config (its image size, queue and batch size)
     python tools/analysis/benchmark_bevformer.py configs/bevformer/bevformer_nano_toy-nuscenes.py \
         --train --image-size 224 400

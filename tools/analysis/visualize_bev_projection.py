@@ -12,7 +12,7 @@ training data path (``BEVNuScenesDataset``, ``LoadMultiViewImages``, optional
 ``MultiViewResize`` / ``MultiViewFlip``, ``PackBEVInputs``), so the markers landing on their
 objects checks the ``lidar2img`` the model gets. Logic: ``projects/bevformer/visualization.py``.
 
-Defaults: the real nuScenes v1.0-mini keyframe in /work/shared/data/nuscenes_demo (its one .pkl).
+Defaults: the real nuScenes v1.0-mini keyframe in ../shared/data/nuscenes_demo (its one .pkl).
 nuScenes data is (c) Motional, licensed CC BY-NC-SA 4.0 (non-commercial use only); the PNG's
 caption carries this notice.
 """
@@ -24,10 +24,11 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from projects.datasets.toy_nuscenes import DEMO_ROOT  # noqa: E402
 from projects.bevformer.visualization import (  # noqa: E402
     DEFAULT_POINT_CLOUD_RANGE, visualize_bev_projection)
 
-DEFAULT_DATA_ROOT = '/work/shared/data/nuscenes_demo'
+DEFAULT_DATA_ROOT = DEMO_ROOT
 
 
 def parse_args(argv=None):

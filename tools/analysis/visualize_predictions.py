@@ -8,12 +8,12 @@ test samples, plus a bird's-eye panel; one PNG per sample.
 The model is built from CONFIG and loaded from CHECKPOINT; the samples come from the config's
 test dataset (``test_dataloader.dataset``, its test pipeline) or, with ``--data-root`` /
 ``--ann-file``, from another mmdet3d nuScenes info file, e.g. the real keyframe in
-/work/shared/data/nuscenes_demo::
+../shared/data/nuscenes_demo::
 
     python tools/analysis/visualize_predictions.py \\
         configs/bevformer/bevformer_nano_toy-nuscenes.py CKPT \\
-        --data-root /work/shared/data/nuscenes_demo \\
-        --ann-file /work/shared/data/nuscenes_demo/n015-2018-07-24-11-22-45+0800.pkl
+        --data-root ../shared/data/nuscenes_demo \\
+        --ann-file ../shared/data/nuscenes_demo/n015-2018-07-24-11-22-45+0800.pkl
 
 Predictions are drawn in their class colour (solid wireframes, score in the BEV panel), the
 ground truth (``eval_ann_info`` of the test dataset) white and dashed. ``--history N`` first runs
