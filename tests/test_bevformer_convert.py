@@ -16,11 +16,13 @@ from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_di
 
 import projects  # noqa: F401  (safe checkpoint loading)
 import projects.bevformer  # noqa: F401  (registers BEVFormerDetector)
-from projects.bevformer.convert import (CONVERTER_COMMAND, OfficialCheckpointError,
-                                        can_bus_zero_input_output, convert_official_bevformer,
+from projects.bevformer.convert import (CONVERTER_COMMAND, OFFICIAL_CLASSES,
+                                        OfficialCheckpointError, can_bus_zero_input_output,
+                                        convert_official_bevformer,
                                         install_official_checkpoint_guard,
                                         looks_like_official_bevformer, main)
 from projects.bevformer.head import convert_head_state_dict_from_v017
+from projects.datasets.nuscenes_infos import NUSCENES_CLASSES
 
 DEFAULT_SCOPE = 'mmdet3d'
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -174,7 +176,7 @@ def test_converted_official_weights_load_strictly_and_land_where_expected():
         H + 'positional_encoding.row_embed.weight': 'encoder.positional_encoding.row_embed.weight',
         H + 'positional_encoding.col_embed.weight': 'encoder.positional_encoding.col_embed.weight',
         H + 'query_embedding.weight': 'bbox_head.query_embedding.weight',
-        H + 'cls_branches.1.6.weight': 'bbox_head.cls_branches.1.6.weight',
+        H + 'cls_branches.1.3.weight': 'bbox_head.cls_branches.1.3.weight',
         H + 'reg_branches.0.2.weight': 'bbox_head.reg_branches.0.2.weight',
         # mmdet 2.x ResNet / FPN names, as the official checkpoints have them
         'img_backbone.conv1.weight': 'img_backbone.conv1.weight',
@@ -273,7 +275,7 @@ def _run_tool(argv, monkeypatch):
 def test_command_line_round_trip(tmp_path, monkeypatch, capsys):
     official = _official_state_dict()
     src, dst = str(tmp_path / 'bevformer_tiny_epoch_24.pth'), str(tmp_path / 'out/converted.pth')
-    meta = dict(config='use_can_bus=True', CLASSES=('car', 'truck'), epoch=24, iter=100)
+    meta = dict(config='use_can_bus=True', CLASSES=OFFICIAL_CLASSES, epoch=24, iter=100)
     torch.save(dict(state_dict=official, meta=meta), src)
     assert _run_tool([src, dst, '--report'], monkeypatch) == 0
     out = capsys.readouterr().out
@@ -288,7 +290,7 @@ def test_command_line_round_trip(tmp_path, monkeypatch, capsys):
     assert all(torch.equal(saved['state_dict'][k], v) for k, v in expected.items())
     assert saved['meta']['converted_from'] == src
     assert {d['key'] for d in saved['meta']['dropped']} == set(CAN_BUS_KEYS + [H + 'code_weights'])
-    assert saved['meta']['dataset_meta'] == dict(classes=['car', 'truck'])
+    assert saved['meta']['dataset_meta'] == dict(classes=list(NUSCENES_CLASSES))
     _detector().load_state_dict(saved['state_dict'], strict=True)
 
     # refusals, each naming what is wrong
@@ -316,3 +318,16 @@ def test_layout_that_ours_cannot_mean_is_named():
     official[key] = torch.zeros(official[key].shape[0], EMBED)  # a single-frame TSA
     with pytest.raises(ValueError, match='2 \\* embed_dims'):
         convert_official_bevformer(official)
+
+
+def test_class_rows_go_from_the_official_order_to_mmdet3d_order():
+    source = _official_state_dict()
+    converted, report = convert_official_bevformer(source)
+    last = max(int(k.split('.')[3]) for k in source
+               if k.startswith('pts_bbox_head.cls_branches.0.') and k.endswith('.weight'))
+    official = source[f'pts_bbox_head.cls_branches.0.{last}.weight']
+    ours = converted[f'bbox_head.cls_branches.0.{last}.weight']
+    for name in ('barrier', 'traffic_cone', 'car'):
+        assert torch.equal(ours[NUSCENES_CLASSES.index(name)],
+                           official[OFFICIAL_CLASSES.index(name)])
+    assert f'bbox_head.cls_branches.0.{last}.bias' in report.class_order_keys

@@ -39,15 +39,17 @@ def _tiny_detector(**overrides):
     return model
 
 
-def _sample(scene_tokens, x_positions, with_gt=True):
+def _sample(scene_tokens, x_positions, with_gt=True, frame_tokens=None, prev_token=None):
     """A packed sample: frames at the given ego x positions (metres), oldest first."""
     frames = len(scene_tokens)
+    frame_tokens = frame_tokens or [f'{scene}-{x}' for scene, x in zip(scene_tokens, x_positions)]
     ego2global = np.stack([np.eye(4)] * frames)
     ego2global[:, 0, 3] = x_positions
     sample = Det3DDataSample(metainfo=dict(
         num_frames=frames, num_views=6, img_shape=IMAGE_HW, batch_input_shape=IMAGE_HW,
         lidar2img=np.stack([nuscenes_rig_lidar2img(IMAGE_HW)] * frames), ego2global=ego2global,
         lidar2ego=np.stack([np.eye(4)] * frames), scene_token=list(scene_tokens),
+        frame_tokens=frame_tokens, token=frame_tokens[-1], prev_token=prev_token,
         box_type_3d=LiDARInstance3DBoxes))
     if with_gt:
         boxes = torch.tensor([[5.0, 2.0, -1.0, 4.0, 2.0, 1.5, 0.3, 1.0, 0.0],
@@ -86,6 +88,29 @@ def test_training_step_on_a_queue_learns_through_the_current_frame_only():
     # the oldest frame has no previous BEV; the current one has, usable only within one scene
     assert calls[0] == (False, None)
     assert calls[1][0] and calls[1][1].tolist() == [True, False]
+
+
+def test_a_frame_repeated_at_a_scene_start_is_not_its_own_predecessor():
+    model = _tiny_detector().train()
+    calls = _encoder_calls(model)
+    repeated = _sample(['a', 'a'], [0.0, 0.0], frame_tokens=['f0', 'f0'])
+    model.loss(dict(imgs=_images(2, 2)), [repeated, _sample(['a', 'a'], [0.0, 1.0])])
+    assert calls[1][1].tolist() == [False, True]
+
+
+def test_test_time_memory_is_used_only_for_the_linked_previous_keyframe():
+    model = _tiny_detector().eval()
+    calls = _encoder_calls(model)
+    with torch.no_grad():
+        for token, prev in [('k0', ''), ('k1', 'k0'), ('k3', 'k2'), ('k4', 'k3'), ('k4', 'k3')]:
+            model.predict(dict(imgs=_images(1, 1)), [_sample(
+                ['s'], [0.0], with_gt=False, frame_tokens=[token], prev_token=prev)])
+        model.reset_temporal_state()
+        model.predict(dict(imgs=_images(1, 1)), [_sample(
+            ['s'], [0.0], with_gt=False, frame_tokens=['k5'], prev_token='k4')])
+    # k1 follows k0; k3's prev k2 was not seen; k4 follows k3; a second k4 does not follow k4;
+    # after the reset nothing is kept
+    assert [used for used, _ in calls] == [False, True, False, True, False, False]
 
 
 def test_test_time_memory_follows_the_scene_and_resets_on_a_change_or_a_jump():

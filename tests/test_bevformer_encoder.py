@@ -118,7 +118,8 @@ def test_pack_hits_rows_follow_the_visible_queries():
     assert valid[0, 0].sum() == 0
 
 
-def _slow_temporal_attention(attn, query, query_pos, previous, ref, bev_hw):
+def _slow_temporal_attention(attn, query, query_pos, previous, current, ref, bev_hw):
+    """Offsets and weights from [previous, query + pos]; values [previous, current]."""
     bs, num_queries, channels = query.shape
     heads, points = attn.num_heads, attn.num_points
     out = torch.zeros_like(query)
@@ -129,7 +130,7 @@ def _slow_temporal_attention(attn, query, query_pos, previous, ref, bev_hw):
         weights = weights.softmax(-1)
         size_xy = bev_hw.flip(-1).float()
         sampled = []
-        for frame, bev in enumerate([previous[b], query[b]]):
+        for frame, bev in enumerate([previous[b], current[b]]):
             value = attn.value_proj(bev).view(1, num_queries, heads, channels // heads)
             loc = (ref[:, None, None, :] + offsets[:, :, frame] / size_xy)[None, :, :, None]
             sampled.append(multi_scale_deformable_attn_pytorch(
@@ -139,6 +140,7 @@ def _slow_temporal_attention(attn, query, query_pos, previous, ref, bev_hw):
 
 
 def test_temporal_self_attention_matches_reference_and_stands_in_the_query():
+    """With a previous BEV: [previous, the encoder's input queries]; without: [query, query]."""
     channels, bev_h, bev_w = 16, 4, 5
     attn = BEVTemporalSelfAttention(embed_dims=channels, num_heads=4, num_points=3,
                                     dropout=0.0).eval()
@@ -147,15 +149,18 @@ def test_temporal_self_attention_matches_reference_and_stands_in_the_query():
     query = torch.randn(bs, num_queries, channels)
     query_pos = torch.randn(bs, num_queries, channels)
     previous = torch.randn(bs, num_queries, channels)
+    bev_queries = torch.randn(bs, num_queries, channels)
     ref = torch.rand(num_queries, 2)
     bev_hw = torch.tensor([[bev_h, bev_w]])
     has_previous = torch.tensor([True, False])
     with torch.no_grad():
-        ours = attn(query, query_pos, previous, ref, bev_hw, has_previous)
-        stand_in = torch.stack([previous[0], query[1]])
-        reference = _slow_temporal_attention(attn, query, query_pos, stand_in, ref, bev_hw)
-        without = attn(query, query_pos, None, ref, bev_hw)
-        reference_without = _slow_temporal_attention(attn, query, query_pos, query, ref, bev_hw)
+        ours = attn(query, query_pos, previous, ref, bev_hw, has_previous, bev_queries)
+        reference = _slow_temporal_attention(
+            attn, query, query_pos, torch.stack([previous[0], query[1]]),
+            torch.stack([bev_queries[0], query[1]]), ref, bev_hw)
+        without = attn(query, query_pos, None, ref, bev_hw, bev_queries=bev_queries)
+        reference_without = _slow_temporal_attention(attn, query, query_pos, query, query, ref,
+                                                     bev_hw)
     assert torch.allclose(ours, reference, atol=1e-5)
     assert torch.allclose(without, reference_without, atol=1e-5)
 

@@ -56,7 +56,6 @@ class _DeformableProjections(BaseModule):
                              f'({num_heads})')
         self.embed_dims, self.num_heads, self.num_points = embed_dims, num_heads, num_points
         self.num_groups = num_groups
-        self.sampling_op_name = sampling_op
         self.sampling_op = get_sampling_op(sampling_op)
         self.value_proj = nn.Linear(embed_dims, embed_dims)
         self.sampling_offsets = nn.Linear(query_dims, num_heads * num_groups * num_points * 2)
@@ -84,7 +83,7 @@ class BEVTemporalSelfAttention(_DeformableProjections):
     The offsets and weights are predicted from the previous BEV and the query side by side
     (query_dims = 2 * embed_dims). The previous BEV must already be aligned to the current frame
     (``geometry.align_previous_bev``); where there is none, the query (this layer's input) stands
-    in for it, as in BEVFormer.
+    in for both maps, as in BEVFormer.
     Differs from the original code, which builds that input from the first ``bs`` rows of its
     frame-interleaved value tensor (sample 0's previous and current BEV when bs > 1): here every
     sample uses its own previous BEV.
@@ -101,27 +100,36 @@ class BEVTemporalSelfAttention(_DeformableProjections):
 
     def forward(self, query: Tensor, query_pos: Tensor, previous_bev: Optional[Tensor],
                 reference_points: Tensor, bev_hw: Tensor,
-                has_previous: Optional[Tensor] = None) -> Tensor:
+                has_previous: Optional[Tensor] = None,
+                bev_queries: Optional[Tensor] = None) -> Tensor:
         """
         Args:
-            query: (bs, Q, C) BEV queries, Q = bev_h * bev_w.
-            query_pos: (bs, Q, C) their positional embedding.
+            query: (bs, Q, C) this layer's input, Q = bev_h * bev_w.
+            query_pos: (bs, Q, C) its positional embedding.
             previous_bev: (bs, Q, C) aligned previous BEV, or None for none in the batch.
             reference_points: (Q, 2) normalised (x, y) of each cell centre in the BEV map.
             bev_hw: (1, 2) long tensor [[bev_h, bev_w]].
             has_previous: (bs,) bool, False where a sample's previous BEV is unusable (first
-                frame, scene change); those samples use ``query`` in its place.
+                frame, scene change).
+            bev_queries: (bs, Q, C) the encoder's input queries (default: ``query``).
+
+        The two maps sampled are, as in BEVFormer: with a previous BEV, [previous BEV,
+        ``bev_queries``] (the same in every layer); without one, [``query``, ``query``].
 
         Returns:
             (bs, Q, C): the attention output plus ``query``.
         """
         bs, num_queries, _ = query.shape
+        current = query if bev_queries is None else bev_queries
         if previous_bev is None:
-            previous_bev = query
+            previous_bev, current = query, query
         elif has_previous is not None:
-            previous_bev = torch.where(has_previous[:, None, None], previous_bev, query)
+            usable = has_previous[:, None, None]
+            previous_bev = torch.where(usable, previous_bev, query)
+            current = torch.where(usable, current, query)
         frames = self.NUM_FRAMES
-        values = torch.stack([previous_bev, query], dim=1).flatten(0, 1)  # (bs * 2, Q, C)
+        # sample-major rows: row b * 2 + f is sample b's frame f (0: previous, 1: current)
+        values = torch.stack([previous_bev, current], dim=1).flatten(0, 1)  # (bs * 2, Q, C)
         values = self._split_heads(values)
         query_with_pos = query + query_pos
         offset_input = torch.cat([previous_bev, query_with_pos], dim=-1)  # (bs, Q, 2C)
@@ -129,7 +137,7 @@ class BEVTemporalSelfAttention(_DeformableProjections):
                                                            frames, 1, self.num_points, 2)
         weights = self.attention_weights(offset_input).view(bs, num_queries, self.num_heads,
                                                             frames, self.num_points).softmax(-1)
-        # frame-major batches: (bs, Q, heads, frames, ...) -> (bs * frames, Q, heads, ...)
+        # (bs, Q, heads, frames, ...) -> the value rows' order (bs * frames, Q, heads, ...)
         offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6).flatten(0, 1)
         weights = weights.permute(0, 3, 1, 2, 4).flatten(0, 1)[..., None, :]
         bev_size_xy = bev_hw.flip(-1).to(offsets.dtype)  # (1, 2) as (W, H)

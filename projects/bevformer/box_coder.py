@@ -26,7 +26,7 @@ from torch import Tensor
 
 __all__ = [
     'CODE_SIZE', 'CENTER_SLOTS', 'encode_boxes', 'decode_boxes', 'centres_to_metres',
-    'check_range', 'decode_top_k', 'V017_TO_V1_CODE'
+    'decode_top_k', 'V017_TO_V1_CODE'
 ]
 
 CODE_SIZE = 10
@@ -49,16 +49,6 @@ GEOMETRY_SLOTS = 8
 # The map is its own inverse: applying it twice restores the original.
 V017_TO_V1_CODE = torch.eye(CODE_SIZE)[[0, 1, 3, 2, 4, 5, 7, 6, 8, 9]]
 V017_TO_V1_CODE[6:8] *= -1
-
-
-def check_range(name: str, value: Sequence[float]) -> Tuple[float, ...]:
-    """``value`` as 6 floats [x_min, y_min, z_min, x_max, y_max, z_max] with max > min, or a
-    ValueError naming ``name``."""
-    values = tuple(float(v) for v in value)
-    if len(values) != 6 or not all(values[i + 3] > values[i] for i in range(3)):
-        raise ValueError(f'{name} must be [x_min, y_min, z_min, x_max, y_max, z_max] with max > '
-                         f'min on every axis, got {list(value)}')
-    return values
 
 
 def centres_to_metres(unit_centres: Tensor, point_cloud_range: Sequence[float]) -> Tensor:

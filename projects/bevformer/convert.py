@@ -26,7 +26,10 @@ attention_weights, value_proj, output_proj)::
     H.{cls,reg}_branches.{i}.{j}.{p}                    bbox_head.{cls,reg}_branches.{i}.{j}.{p};
                                                         the final reg Linear's rows go from the 0.17
                                                         to the 1.x box code
-                                                        (convert_head_state_dict_from_v017)
+                                                        (convert_head_state_dict_from_v017), the
+                                                        final cls Linear's rows from the official
+                                                        class order (OFFICIAL_CLASSES) to mmdet3d
+                                                        1.x's (NUSCENES_CLASSES)
     T.can_bus_mlp.*                                     dropped (see below)
     H.code_weights                                      dropped (a loss constant: ours is the
                                                         head's code_weights argument)
@@ -70,6 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..datasets.nuscenes_infos import NUSCENES_CLASSES
 from .head import convert_head_state_dict_from_v017
 
 __all__ = [
@@ -127,6 +131,10 @@ CAN_BUS_UNUSED_REASON = (
     'was multiplied by 0), so dropping it changes nothing')
 _CAN_BUS = re.compile(_TRANSFORMER + r'can_bus_mlp\..+')
 _CODE_WEIGHTS = re.compile(_HEAD + r'code_weights')
+# The official configs' class order (their classification rows); ours is mmdet3d 1.x's
+# (NUSCENES_CLASSES), so the rows of the last classification Linear are reordered.
+OFFICIAL_CLASSES = ('car', 'truck', 'construction_vehicle', 'bus', 'trailer', 'barrier',
+                    'motorcycle', 'bicycle', 'pedestrian', 'traffic_cone')
 UNKNOWN_REASON = 'not part of the official BEVFormer layout this converter knows; no counterpart'
 
 # Markers of an official BEVFormer state dict (after an optional "module." / "pts_bbox_head.").
@@ -146,13 +154,15 @@ class ConversionReport:
     """What :func:`convert_official_bevformer` did with every key.
 
     mapped: (official key, our key) pairs; dropped: (official key, reason) pairs; box_code_keys:
-    our keys whose rows were rewritten from the 0.17 to the 1.x box code; can_bus_zero_norm /
+    our keys whose rows were rewritten from the 0.17 to the 1.x box code; class_order_keys: our
+    keys whose rows were put in NUSCENES_CLASSES order; can_bus_zero_norm /
     bev_embedding_norm: norm of the CAN-bus MLP's output for an all-zero input and the mean
     norm of a BEV query embedding (None without those tensors); notes: findings to read.
     """
     mapped: List[Tuple[str, str]] = field(default_factory=list)
     dropped: List[Tuple[str, str]] = field(default_factory=list)
     box_code_keys: List[str] = field(default_factory=list)
+    class_order_keys: List[str] = field(default_factory=list)
     can_bus_zero_norm: Optional[float] = None
     bev_embedding_norm: Optional[float] = None
     notes: List[str] = field(default_factory=list)
@@ -361,6 +371,8 @@ def convert_official_bevformer(
                          'convert its box code to mmdet3d 1.x (is it complete?)')
     converted = convert_head_state_dict_from_v017(renamed, prefix='bbox_head.')
     report.box_code_keys = [k for k in converted if converted[k] is not renamed[k]]
+    source_classes = (meta or {}).get('CLASSES') or OFFICIAL_CLASSES
+    report.class_order_keys = reorder_class_rows(converted, source_classes, NUSCENES_CLASSES)
 
     zero_output = can_bus_zero_input_output(source)
     if zero_output is not None:
@@ -381,6 +393,31 @@ def convert_official_bevformer(
         report.notes.append('some keys are not part of the known official layout and were '
                             'dropped (listed above): is this a modified BEVFormer?')
     return converted, report
+
+
+def reorder_class_rows(state_dict: 'OrderedDict[str, Tensor]', source_classes: Sequence[str],
+                       target_classes: Sequence[str]) -> List[str]:
+    """Puts the rows of every classification branch's last Linear (``bbox_head.cls_branches.
+    {i}.{last}``) from ``source_classes`` order into ``target_classes`` order, in place; returns
+    the keys changed."""
+    if sorted(source_classes) != sorted(target_classes):
+        raise ValueError(f'the checkpoint\'s classes {list(source_classes)} are not the nuScenes '
+                         f'detection classes {list(target_classes)}: cannot map its class rows')
+    order = torch.tensor([list(source_classes).index(name) for name in target_classes])
+    last_layer = {}
+    for key in state_dict:
+        match = re.fullmatch(r'bbox_head\.cls_branches\.(\d+)\.(\d+)\.(weight|bias)', key)
+        if match:
+            branch, layer = match.group(1), int(match.group(2))
+            last_layer[branch] = max(last_layer.get(branch, -1), layer)
+    changed = []
+    for branch, layer in last_layer.items():
+        for name in ('weight', 'bias'):
+            key = f'bbox_head.cls_branches.{branch}.{layer}.{name}'
+            if key in state_dict and state_dict[key].shape[0] == len(order):
+                state_dict[key] = state_dict[key][order].clone()
+                changed.append(key)
+    return changed
 
 
 # ---- files --------------------------------------------------------------------------------------
@@ -410,17 +447,15 @@ def load_official_checkpoint(path: str, unsafe_pickle: bool = False) -> Tuple[Di
 
 
 def save_converted_checkpoint(path: str, state_dict: Mapping[str, Tensor],
-                              report: ConversionReport, source: str,
-                              source_meta: Optional[Mapping] = None) -> None:
+                              report: ConversionReport, source: str) -> None:
     """Write ``dict(state_dict, meta=dict(converted_from, dropped, ...))`` atomically: to a
     temporary file next to ``path``, then renamed over it (an interrupted run leaves no half
     file)."""
     meta = dict(converted_from=source, dropped=report.dropped_for_meta(),
                 box_code='mmdet3d 1.x (regression branches converted from 0.17)',
                 exact=report.exact, notes=list(report.notes))
-    classes = (source_meta or {}).get('CLASSES')
-    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
-        meta['dataset_meta'] = dict(classes=list(classes))
+    # the class rows are in mmdet3d 1.x order after the conversion, whatever the source's order
+    meta['dataset_meta'] = dict(classes=list(NUSCENES_CLASSES))
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.part')
@@ -457,7 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         state_dict, meta = load_official_checkpoint(args.src, unsafe_pickle=args.unsafe_pickle)
         converted, report = convert_official_bevformer(state_dict, meta=meta)
-        save_converted_checkpoint(args.dst, converted, report, args.src, meta)
+        save_converted_checkpoint(args.dst, converted, report, args.src)
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1

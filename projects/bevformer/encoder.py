@@ -50,11 +50,13 @@ class BEVFormerEncoderLayer(BaseModule):
     def forward(self, bev_query: Tensor, bev_pos: Tensor, previous_bev: Optional[Tensor],
                 has_previous: Optional[Tensor], bev_reference_points: Tensor, bev_hw: Tensor,
                 img_feats: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                reference_points_cam: Tensor, bev_mask: Tensor) -> Tensor:
-        """Shapes as in the two attentions; returns (bs, Q, C)."""
+                reference_points_cam: Tensor, bev_mask: Tensor,
+                bev_queries: Optional[Tensor] = None) -> Tensor:
+        """Shapes as in the two attentions (``bev_queries``: the encoder's input queries, for the
+        temporal self-attention); returns (bs, Q, C)."""
         bev_query = self.norms[0](
             self.self_attn(bev_query, bev_pos, previous_bev, bev_reference_points, bev_hw,
-                           has_previous))
+                           has_previous, bev_queries))
         bev_query = self.norms[1](
             self.cross_attn(bev_query, bev_pos, img_feats, spatial_shapes, level_start_index,
                             reference_points_cam, bev_mask))
@@ -151,10 +153,11 @@ class BEVFormerEncoder(BaseModule):
         reference_points_cam = reference_points_cam.to(feats.dtype)
         previous_bev = self._aligned_previous_bev(previous_bev, current2previous)
         bev_hw = torch.tensor([[self.bev_h, self.bev_w]], device=feats.device)
+        bev_queries = bev_query
         for layer in self.layers:
             bev_query = layer(bev_query, bev_pos, previous_bev, has_previous,
                               self.bev_reference_points, bev_hw, feats, spatial_shapes,
-                              level_start_index, reference_points_cam, bev_mask)
+                              level_start_index, reference_points_cam, bev_mask, bev_queries)
         return bev_query
 
     def _flatten_image_features(self, img_feats: List[Tensor]):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    'check_bev_grid', 'bev_cell_centers', 'pillar_points', 'project_to_cameras',
+    'check_range', 'check_bev_grid', 'bev_cell_centers', 'pillar_points', 'project_to_cameras',
     'lidar_to_global', 'current_to_previous_lidar', 'align_previous_bev'
 ]
 
@@ -24,15 +24,20 @@ __all__ = [
 MIN_DEPTH = 1e-5
 
 
+def check_range(name: str, value: Sequence[float]) -> Tuple[float, ...]:
+    """``value`` as 6 floats [x_min, y_min, z_min, x_max, y_max, z_max] with max > min, or a
+    ValueError naming ``name``."""
+    values = tuple(float(v) for v in value)
+    if len(values) != 6 or not all(values[i + 3] > values[i] for i in range(3)):
+        raise ValueError(f'{name} must be [x_min, y_min, z_min, x_max, y_max, z_max] with max > '
+                         f'min on every axis, got {list(value)}')
+    return values
+
+
 def check_bev_grid(bev_h: int, bev_w: int, point_cloud_range: Sequence[float]) -> None:
-    """Raises ValueError unless the grid sizes are positive and the range is non-empty."""
-    if len(point_cloud_range) != 6:
-        raise ValueError('point_cloud_range must be [x_min, y_min, z_min, x_max, y_max, z_max], '
-                         f'got {list(point_cloud_range)}')
-    x_min, y_min, z_min, x_max, y_max, z_max = point_cloud_range
-    if not (x_max > x_min and y_max > y_min and z_max > z_min):
-        raise ValueError(f'point_cloud_range {list(point_cloud_range)} must have max > min on '
-                         'every axis')
+    """Raises ValueError unless the grid sizes are positive integers and the range is non-empty.
+    Any grid works: a cell is (x range / bev_w) x (y range / bev_h) metres, square or not."""
+    check_range('point_cloud_range', point_cloud_range)
     if int(bev_h) != bev_h or int(bev_w) != bev_w or bev_h < 1 or bev_w < 1:
         raise ValueError(f'bev_h and bev_w must be positive integers, got {bev_h} x {bev_w}')
 

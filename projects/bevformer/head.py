@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from ..deformable_attention.detr import swap_deformable_attention
 from .box_coder import (CENTER_SLOTS, CODE_SIZE, GEOMETRY_SLOTS, V017_TO_V1_CODE, centres_to_metres,
-                        check_range, decode_top_k, encode_boxes)
+                        decode_top_k, encode_boxes)
+from .geometry import check_range
 
 __all__ = ['BEVFormerHead', 'BoxCodeL1Cost', 'convert_head_state_dict_from_v017']
 

@@ -405,7 +405,8 @@ class PackBEVInputs(BaseTransform):
       (T, 4, 4) float64; ``scene_token`` (list of T str, '' when the info has none),
       ``timestamp`` (list of T float, seconds), ``frame_tokens`` (list of T sample tokens),
       ``frame_sample_idx`` (list of T dataset indices), ``frame_idx`` (list of T int, -1 when
-      the info has none).
+      the info has none); ``prev_token``: the current frame's ``prev`` sample token ('' at a
+      scene start, None when the info has no temporal fields).
     - metainfo, shared: ``num_frames`` T, ``num_views`` N, ``img_shape`` (H, W) of the image
       content (the same for every view and frame, else ValueError), ``ori_shape`` (H0, W0) as
       loaded, ``pad_shape`` (H, W) (the data preprocessor replaces it with the padded shape),
@@ -504,6 +505,9 @@ class PackBEVInputs(BaseTransform):
             timestamp=[float(f['timestamp']) if f.get('timestamp') is not None else float('nan')
                        for f in frames],
             frame_tokens=[f.get('token', '') for f in frames],
+            # the current frame's previous keyframe in the database ('' at a scene start, None
+            # when the infos have no temporal links): the test-time BEV memory checks it
+            prev_token=None if current.get('prev') is None else str(current['prev']),
             frame_sample_idx=[f.get('sample_idx', -1) for f in frames],
             frame_idx=[int(f['frame_idx']) if f.get('frame_idx') is not None else -1
                        for f in frames],

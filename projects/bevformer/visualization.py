@@ -952,8 +952,8 @@ def visualize_predictions(config: str, checkpoint: str, indices: Sequence[int] =
         written = []
         for number, index in enumerate(indices):
             index = index % len(dataset)
-            if hasattr(model, '_previous_frame'):
-                model._previous_frame = None  # BEVFormerDetector's test-time BEV memory
+            if hasattr(model, 'reset_temporal_state'):
+                model.reset_temporal_state()  # BEVFormerDetector's test-time BEV memory
             frames = _scene_history(dataset, index, history) + [index]
             for frame_number, frame in enumerate(frames):
                 progress(f'sample {number + 1}/{len(indices)} (index {index}): predicting '
