@@ -1,4 +1,5 @@
-# BEVFormer-base (published settings): ResNet-101-DCN (caffe, FCOS3D weights) C3-C5 -> FPN 256 x 4
+# BEVFormer-base (published model; augmentation as in the tiny config): ResNet-101-DCN (caffe,
+# FCOS3D weights via load_from) C3-C5 -> FPN 256 x 4
 # levels, full 1600x900 images, 200x200 BEV, 6 encoder layers, a queue of 4.
 _base_ = './bevformer_small_8xb1-24e_nuscenes.py'
 

@@ -1,5 +1,7 @@
-# BEVFormer-small (published settings): ResNet-101-DCN (caffe, FCOS3D weights) C5 -> FPN 256,
-# images at 0.8 scale (1280x720), 150x150 BEV, 3 encoder layers, queue of 3, backbone checkpointed.
+# BEVFormer-small (published model; augmentation as in the tiny config): ResNet-101-DCN (caffe)
+# C5 -> FPN 256, images at 0.8 scale (1280x720), 150x150 BEV, 3 encoder layers, queue of 3,
+# backbone checkpointed. Starts, as the original, from the FCOS3D detector's weights loaded into
+# the whole model (`load_from`: its img_backbone / img_neck tensors).
 _base_ = './bevformer_tiny_8xb1-24e_nuscenes.py'
 
 _fcos3d = 'https://github.com/zhiqi-li/storage/releases/download/v1.0/r101_dcn_fcos3d_pretrain.pth'
@@ -12,8 +14,9 @@ model = dict(
         with_cp=True,
         dcn=dict(type='DCNv2', deform_groups=1, fallback_on_stride=False),
         stage_with_dcn=(False, False, True, True),
-        init_cfg=dict(type='Pretrained', checkpoint=_fcos3d)),
+        init_cfg=None),
     encoder={{_base_.bevformer_small_encoder}})
+load_from = _fcos3d
 
 _scale = 0.8
 train_dataloader = dict(dataset=dict(pipeline=[

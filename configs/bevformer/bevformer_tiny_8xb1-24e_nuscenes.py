@@ -1,6 +1,9 @@
-# BEVFormer-tiny (the published settings): ResNet-50 (torchvision weights) C5 -> FPN 256, images
-# at 0.5 scale (800x450), 50x50 BEV, 3 encoder layers, 6 decoder layers, 900 queries, a queue of
-# 3 keyframes, AdamW 2e-4 (backbone x0.1), 24 epochs, 8 GPUs x 1 sample.
+# BEVFormer-tiny with the published model and schedule: ResNet-50 (torchvision weights) C5 -> FPN
+# 256, images at 0.5 scale (800x450), 50x50 BEV, 3 encoder layers, 6 decoder layers, 900 queries,
+# a queue of 3 keyframes, AdamW 2e-4 (backbone x0.1), 24 epochs, 8 GPUs x 1 sample.
+# Not (yet) as published: no GridMask and no photometric distortion; the queue's previous frames
+# are always the consecutive keyframes (the original drops one of them at random); evaluation
+# after the last epoch only.
 _base_ = [
     '../_base_/datasets/nuscenes_bev.py', '../_base_/bev_encoders.py',
     'mmdet3d::_base_/default_runtime.py'

@@ -53,6 +53,7 @@ train_dataloader = dict(
         modality=input_modality,
         queue_length=bev_queue_length,
         test_mode=False,
+        use_valid_flag=True,  # train on boxes with LiDAR or radar points, as BEVFormer
         box_type_3d='LiDAR',
         backend_args=backend_args))
 val_dataloader = dict(
