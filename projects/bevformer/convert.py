@@ -59,12 +59,11 @@ must repeat.
 with an error that names that command.
 """
 import argparse
-import os
+import io
 import os.path as osp
 import pickle
 import re
 import sys
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -73,6 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..common.checkpoint_io import write_atomic
 from ..datasets.nuscenes_infos import NUSCENES_CLASSES
 from .head import convert_head_state_dict_from_v017
 
@@ -456,19 +456,9 @@ def save_converted_checkpoint(path: str, state_dict: Mapping[str, Tensor],
                 exact=report.exact, notes=list(report.notes))
     # the class rows are in mmdet3d 1.x order after the conversion, whatever the source's order
     meta['dataset_meta'] = dict(classes=list(NUSCENES_CLASSES))
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.part')
-    try:
-        with os.fdopen(handle, 'wb') as f:
-            torch.save(dict(state_dict=OrderedDict(state_dict), meta=meta), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict=OrderedDict(state_dict), meta=meta), buffer)
+    write_atomic(buffer.getvalue(), path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

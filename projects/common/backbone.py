@@ -1,9 +1,12 @@
-"""What our backbones share: mmdet's ``frozen_stages`` and ``norm_eval`` conventions."""
-from typing import List, Sequence
+"""What our backbones share: mmdet's ``frozen_stages`` and ``norm_eval`` conventions, and how
+``pretrained`` / ``init_cfg`` weights are loaded."""
+from typing import Callable, List, Optional, Sequence
 
 from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .pretrained import load_pretrained
 
 
 def check_stage_indices(out_indices: Sequence[int], frozen_stages: int, num_stages: int) -> None:
@@ -28,6 +31,24 @@ class StagedBackbone(BaseModule):
     frozen_stages: int
     norm_eval: bool
     out_indices: tuple
+    pretrained: Optional[str]  # checkpoint path from ``pretrained`` / a Pretrained ``init_cfg``
+    # the family's converter of foreign checkpoint layouts (``projects/<family>/convert.py``)
+    checkpoint_converter: Callable
+
+    def init_weights(self) -> None:
+        """Load ``pretrained`` through the family's ``checkpoint_converter``, else run another
+        ``init_cfg``, else initialise from scratch (``_init_from_scratch``)."""
+        if self.pretrained is not None:
+            load_pretrained(self, self.pretrained, convert=type(self).checkpoint_converter)
+        elif self.init_cfg is not None:
+            super().init_weights()
+            return
+        else:
+            self._init_from_scratch()
+        self._is_init = True
+
+    def _init_from_scratch(self) -> None:
+        raise NotImplementedError
 
     def frozen_modules(self) -> List[nn.Module]:
         """The modules ``frozen_stages`` freezes; override for another layout."""

@@ -77,23 +77,29 @@ def load_from_local_weights_only(filename: str, map_location: Union[str, Callabl
             'torch.serialization.add_safe_globals([...]) before loading it.') from error
 
 
+def write_atomic(data: bytes, filepath: Union[str, os.PathLike]) -> None:
+    """Write ``data`` to ``filepath`` through a temporary file in the same folder, then rename:
+    an interrupted write leaves the old file (or none), never half a file."""
+    directory = osp.dirname(osp.abspath(filepath))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.part')
+    try:
+        with os.fdopen(handle, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, filepath)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
 class AtomicLocalBackend(LocalBackend):
-    """mmengine's local file backend whose writes are atomic: temporary file, then rename."""
+    """mmengine's local file backend whose writes are atomic (:func:`write_atomic`)."""
 
     def put(self, obj: bytes, filepath: Union[str, os.PathLike]) -> None:
-        directory = osp.dirname(osp.abspath(filepath))
-        os.makedirs(directory, exist_ok=True)
-        handle, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.part')
-        try:
-            with os.fdopen(handle, 'wb') as f:
-                f.write(obj)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_path, filepath)
-        except BaseException:
-            if osp.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
+        write_atomic(obj, filepath)
 
 
 _installed = False

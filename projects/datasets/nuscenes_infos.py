@@ -52,6 +52,8 @@ import mmengine
 import numpy as np
 from tqdm import tqdm
 
+from ..common.checkpoint_io import write_atomic
+
 __all__ = [
     'NUSCENES_CLASSES', 'CAMERA_CHANNELS', 'TEMPORAL_KEYS', 'quaternion_to_matrix',
     'matrix_to_quaternion', 'pose_matrix', 'global_box_to_lidar', 'nuscenes_metainfo',
@@ -345,12 +347,8 @@ def add_temporal_fields(infos: dict, nusc) -> dict:
 
 
 def _dump_atomic(obj, path: str) -> None:
-    """``mmengine.dump`` as pkl to ``path`` through a temporary file (no partial file is seen)."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp_path = f'{path}.tmp'
-    mmengine.dump(obj, tmp_path, file_format='pkl')
-    os.replace(tmp_path, path)
+    """``obj`` pickled as mmengine.dump does, written atomically to ``path``."""
+    write_atomic(mmengine.dump(obj, file_format='pkl'), path)
 
 
 def augment_nuscenes_infos(info_path: Union[str, os.PathLike], data_root: Union[str, os.PathLike],

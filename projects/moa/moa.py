@@ -56,7 +56,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
-from ..common.pretrained import load_pretrained, pretrained_checkpoint
+from ..common.pretrained import pretrained_checkpoint
 from ..pvt.pvt import map_to_tokens, tokens_to_map
 from ..swin.swin import (PatchEmbed, PatchMerging, SwinBlock, WindowAttention, gather_tokens,
                          window_layout)
@@ -263,6 +263,8 @@ class MOABackbone(StagedBackbone):
         init_cfg: mmengine init config; ``Pretrained`` loads through our converter.
     """
 
+    checkpoint_converter = staticmethod(convert_moa_checkpoint)
+
     def __init__(self,
                  arch: str = 'tiny',
                  embed_dims: Optional[int] = None,
@@ -373,18 +375,6 @@ class MOABackbone(StagedBackbone):
                 outs.append(tokens_to_map(out, hw).contiguous())
             hw = next_hw
         return outs
-
-    def init_weights(self) -> None:
-        """Load ``pretrained`` through :func:`convert_moa_checkpoint`, else initialise from
-        scratch as the official code does."""
-        if self.pretrained is not None:
-            load_pretrained(self, self.pretrained, convert=convert_moa_checkpoint)
-        elif self.init_cfg is not None:
-            super().init_weights()
-            return
-        else:
-            self._init_from_scratch()
-        self._is_init = True
 
     def _init_from_scratch(self) -> None:
         """Truncated-normal Linear weights and window bias tables, zero MOA bias tables, unit

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
-from ..common.pretrained import load_pretrained, pretrained_checkpoint
+from ..common.pretrained import pretrained_checkpoint
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
 from .convert import convert_pvt_checkpoint
@@ -274,6 +274,8 @@ class PyramidVisionBase(StagedBackbone):
         init_cfg: mmengine init config; ``Pretrained`` loads through our converter.
     """
 
+    checkpoint_converter = staticmethod(convert_pvt_checkpoint)
+
     archs: Dict[str, dict] = {}
     conv_ffn = False  # v2: 3x3 depthwise convolution in the MLP
     stage_norm = False  # v2: LayerNorm at the end of every stage
@@ -387,18 +389,6 @@ class PyramidVisionBase(StagedBackbone):
         first = self.stages[0]
         if self.frozen_stages >= 0 and first.pos_embed is not None:
             first.pos_embed.requires_grad = False
-
-    def init_weights(self) -> None:
-        """Load ``pretrained`` through :func:`convert_pvt_checkpoint`, else initialise from
-        scratch as the official code does."""
-        if self.pretrained is not None:
-            load_pretrained(self, self.pretrained, convert=convert_pvt_checkpoint)
-        elif self.init_cfg is not None:
-            super().init_weights()
-            return
-        else:
-            self._init_from_scratch()
-        self._is_init = True
 
     def _init_from_scratch(self) -> None:
         """Truncated-normal Linear weights and position embeddings, He-normal (fan-out)

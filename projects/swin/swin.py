@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
-from ..common.pretrained import load_pretrained, pretrained_checkpoint
+from ..common.pretrained import pretrained_checkpoint
 from .convert import convert_swin_checkpoint
 
 SHIFT_MASK_VALUE = -100.0  # what the reference adds between tokens of different shifted regions
@@ -482,6 +482,8 @@ class SwinBackbone(StagedBackbone):
         init_cfg: mmengine init config; ``Pretrained`` loads through our converter.
     """
 
+    checkpoint_converter = staticmethod(convert_swin_checkpoint)
+
     merging_norm_after = False
 
     def __init__(self,
@@ -561,18 +563,6 @@ class SwinBackbone(StagedBackbone):
                 outs.append(out.view(-1, *hw, out.shape[-1]).permute(0, 3, 1, 2).contiguous())
             hw = next_hw
         return outs
-
-    def init_weights(self) -> None:
-        """Load ``pretrained`` through :func:`convert_swin_checkpoint`, else initialise from scratch
-        (truncated-normal Linear weights, unit LayerNorms)."""
-        if self.pretrained is not None:
-            load_pretrained(self, self.pretrained, convert=convert_swin_checkpoint)
-        elif self.init_cfg is not None:
-            super().init_weights()
-            return
-        else:
-            self._init_from_scratch()
-        self._is_init = True
 
     def _init_from_scratch(self) -> None:
         """Truncated-normal Linear weights, unit LayerNorms, then the Swin-specific parameters."""
