@@ -7,8 +7,8 @@ from typing import Tuple
 
 import numpy as np
 
-from projects.datasets.nuscenes_infos import CAMERA_CHANNELS, pose_matrix
-from projects.datasets.toy_nuscenes import REAL_IMAGE_SIZE, RIG
+from projects.datasets.nuscenes_infos import CAMERA_CHANNELS, LIDAR_CHANNEL
+from projects.datasets.toy_nuscenes import REAL_IMAGE_SIZE, camera_intrinsic, sensor2ego
 
 __all__ = ['nuscenes_rig_lidar2img']
 
@@ -17,13 +17,10 @@ def nuscenes_rig_lidar2img(image_hw: Tuple[int, int] = REAL_IMAGE_SIZE) -> np.nd
     """(6, 4, 4) lidar2img of the six cameras (``CAMERA_CHANNELS`` order) for images resized from
     1600x900 to ``image_hw`` (height, width); all sensors taken at one instant (lidar2cam =
     inv(cam2ego) @ lidar2ego)."""
-    lidar2ego = pose_matrix(RIG['LIDAR_TOP']['translation'], RIG['LIDAR_TOP']['rotation'])
-    scale_x, scale_y = image_hw[1] / REAL_IMAGE_SIZE[1], image_hw[0] / REAL_IMAGE_SIZE[0]
+    lidar2ego = sensor2ego(LIDAR_CHANNEL)
     lidar2img = []
     for channel in CAMERA_CHANNELS:
-        fx, fy, cx, cy = RIG[channel]['intrinsic']
-        cam2img = np.array([[fx * scale_x, 0, cx * scale_x, 0], [0, fy * scale_y, cy * scale_y, 0],
-                            [0, 0, 1, 0], [0, 0, 0, 1]])
-        cam2ego = pose_matrix(RIG[channel]['translation'], RIG[channel]['rotation'])
-        lidar2img.append(cam2img @ np.linalg.inv(cam2ego) @ lidar2ego)
+        cam2img = np.eye(4)
+        cam2img[:3, :3] = camera_intrinsic(channel, image_hw)
+        lidar2img.append(cam2img @ np.linalg.inv(sensor2ego(channel)) @ lidar2ego)
     return np.stack(lidar2img)

@@ -69,7 +69,8 @@ from .nuscenes_infos import (CAMERA_CHANNELS, LIDAR_CHANNEL, NUSCENES_CLASSES,
                              matrix_to_quaternion, pose_matrix)
 
 __all__ = [
-    'RIG', 'DEMO_ROOT', 'DEMO_INFO_PATH', 'OBJECT_SPECS', 'ToyObject', 'ScenePlan', 'rig_from_info',
+    'RIG', 'DEMO_ROOT', 'DEMO_INFO_PATH', 'camera_intrinsic', 'sensor2ego', 'OBJECT_SPECS',
+    'ToyObject', 'ScenePlan', 'rig_from_info',
     'scene_names', 'plan_scene', 'generate_toy_nuscenes', 'toy_nuscenes_ready',
     'prepare_toy_nuscenes'
 ]
@@ -140,7 +141,7 @@ def rig_from_info(info_path: str = DEMO_INFO_PATH) -> Dict[str, dict]:
     return rig
 
 
-def _camera_intrinsic(channel: str, image_size: Tuple[int, int]) -> np.ndarray:
+def camera_intrinsic(channel: str, image_size: Tuple[int, int]) -> np.ndarray:
     """(3, 3) intrinsic matrix of a ``RIG`` camera for images of ``image_size`` (height, width)."""
     fx, fy, cx, cy = RIG[channel]['intrinsic']
     scale_y, scale_x = (new / old for new, old in zip(image_size, REAL_IMAGE_SIZE))
@@ -516,7 +517,7 @@ def _ego2global(ego_pose: Tuple[float, float, float]) -> np.ndarray:
     return pose_matrix((x, y, 0.0), _yaw_quaternion(yaw))
 
 
-def _sensor2ego(channel: str) -> np.ndarray:
+def sensor2ego(channel: str) -> np.ndarray:
     """(4, 4) sensor->ego of a ``RIG`` channel."""
     return pose_matrix(RIG[channel]['translation'], RIG[channel]['rotation'])
 
@@ -551,7 +552,7 @@ _BOX_FACES = (((0, 2, 6, 4), (0, 0, 1)), ((1, 5, 7, 3), (0, 0, -1)), ((0, 1, 3, 
 def _lidar_rays() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The scanner's rays in the ego frame: origin (3,), unit directions (R, 3), ring (R,) and
     azimuth index (R,)."""
-    lidar2ego = _sensor2ego(LIDAR_CHANNEL)
+    lidar2ego = sensor2ego(LIDAR_CHANNEL)
     elevations = np.radians(LIDAR_ELEVATIONS_DEG)
     azimuths = np.radians(np.arange(0.0, 360.0, AZIMUTH_STEP_DEG))
     ring, azimuth_index = np.meshgrid(np.arange(len(elevations)), np.arange(len(azimuths)),
@@ -638,7 +639,7 @@ def _simulate_lidar(rays: tuple, boxes_ego: Tuple[np.ndarray, np.ndarray, np.nda
                  & (azimuth_index % GROUND_THINNING == 0))
     keep = on_box | on_ground
     points_ego = origin + distance[keep, None] * directions[keep]
-    lidar2ego = _sensor2ego(LIDAR_CHANNEL)
+    lidar2ego = sensor2ego(LIDAR_CHANNEL)
     points_lidar = (points_ego - lidar2ego[:3, 3]) @ lidar2ego[:3, :3]
     intensity = np.where(on_box[keep], intensities[box_index[keep]] if num_boxes else 0.0,
                          GROUND_INTENSITY)
@@ -790,8 +791,8 @@ def _render_camera(objects: List[ToyObject], boxes_global: tuple, ego2global: np
         silhouette: (B,) pixels each object covers when drawn alone.
     """
     height, width = image_size
-    intrinsic = _camera_intrinsic(channel, image_size)
-    cam2global = ego2global @ _sensor2ego(channel)
+    intrinsic = camera_intrinsic(channel, image_size)
+    cam2global = ego2global @ sensor2ego(channel)
     global2cam = np.linalg.inv(cam2global)
     image = _background(cam2global, intrinsic, height, width)
     object_ids = np.zeros((height, width), dtype=np.uint8)  # 0: background, b + 1: object b
@@ -893,7 +894,7 @@ def _scene_records(plan: ScenePlan, seed: int, location: str, image_size: Tuple[
         name=plan.name, description=f'toy world scene, seed {seed}'))
     for channel in channels:
         intrinsic = ([] if channel == LIDAR_CHANNEL else
-                     [_round(row, 6) for row in _camera_intrinsic(channel, image_size)])
+                     [_round(row, 6) for row in camera_intrinsic(channel, image_size)])
         records['calibrated_sensor'].append(dict(
             token=tokens['calibrated_sensor'][channel], sensor_token=lookup['sensor'][channel],
             translation=list(RIG[channel]['translation']),
