@@ -391,6 +391,9 @@ def test_queue_oldest_to_current_within_scene(tmp_path, token, expected):
     sample = packed['data_samples']
     assert sample.frame_tokens == expected
     assert sample.token == token and sample.num_frames == 3 and sample.num_views == 6
+    # the current frame's database predecessor ('' at a scene start), for the test-time memory
+    previous = expected[-2] if expected[-2] != token else ''
+    assert sample.prev_token == previous
     scene = token.rsplit('-', 1)[0]
     assert sample.scene_token == [f'token-{scene}'] * 3
     frames = [int(t.rsplit('-', 1)[1]) for t in expected]
