@@ -1,4 +1,4 @@
-"""What the backbone tests share: random weights and output comparison."""
+"""What the backbone tests share: random weights, output comparison, the with_cp check."""
 import torch
 from torch import nn
 
@@ -22,3 +22,20 @@ def assert_outputs_close(ours, reference, atol=1e-4):
     for a, b in zip(ours, reference):
         assert a.shape == b.shape
         assert (a - b).abs().max().item() <= atol
+
+
+def assert_checkpointing_matches(make_model) -> None:
+    """``make_model(with_cp)`` built with and without activation checkpointing, same weights:
+    same outputs and same gradients in training mode."""
+    plain = randomize_(make_model(False)).train()
+    checkpointed = make_model(True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 50, 70)
+    grads = []
+    for model in (plain, checkpointed):
+        outs = model(images)
+        sum((o * o).sum() for o in outs).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert_outputs_close(checkpointed(images), plain(images), atol=1e-6)
+    for name, grad in grads[0].items():
+        assert torch.allclose(grads[1][name], grad, atol=1e-5), name

@@ -12,7 +12,7 @@ from mmdet.models.backbones.pvt import pvt_convert
 from mmdet.registry import MODELS
 from torch import nn
 
-from backbone_helpers import randomize_, assert_outputs_close
+from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from projects.pvt import PVTBackbone, PVTV2Backbone, convert_pvt_checkpoint
 from projects.pvt.pvt import SpatialReductionAttention
 
@@ -321,18 +321,8 @@ def test_frozen_stages_freeze_parameters_and_stay_in_eval(frozen_stages):
 
 @pytest.mark.parametrize('cls, cfg', [(PVTBackbone, {}), (PVTV2Backbone, dict(linear=True))])
 def test_with_cp_gives_same_output_and_gradients(cls, cfg):
-    plain = randomize_(cls(drop_path_rate=0.0, **cfg, **SMALL)).train()
-    checkpointed = cls(drop_path_rate=0.0, with_cp=True, **cfg, **SMALL).train()
-    checkpointed.load_state_dict(plain.state_dict())
-    images = torch.randn(2, 3, 50, 70)
-    grads = []
-    for model in (plain, checkpointed):
-        outs = model(images)
-        sum((o * o).sum() for o in outs).backward()
-        grads.append({n: p.grad for n, p in model.named_parameters()})
-    assert_outputs_close(checkpointed(images), plain(images), atol=1e-6)
-    for name, grad in grads[0].items():
-        assert torch.allclose(grads[1][name], grad, atol=1e-5), name
+    assert_checkpointing_matches(
+        lambda with_cp: cls(drop_path_rate=0.0, with_cp=with_cp, **cfg, **SMALL))
 
 
 @pytest.mark.parametrize('cls, cfg', [(PVTBackbone, {}), (PVTV2Backbone, {}),

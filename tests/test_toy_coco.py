@@ -6,6 +6,7 @@ import os.path as osp
 
 import numpy as np
 import pytest
+from file_helpers import file_bytes
 from PIL import Image
 
 from projects.datasets import CLASSES, generate_toy_coco, prepare_toy_coco, toy_coco_ready
@@ -25,17 +26,6 @@ def dataset(tmp_path_factory):
     return _generate(tmp_path_factory.mktemp('toy_coco'))
 
 
-def _file_bytes(root) -> dict:
-    """{relative path: bytes} of every file under ``root``."""
-    files = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            path = osp.join(dirpath, name)
-            with open(path, 'rb') as f:
-                files[osp.relpath(path, root)] = f.read()
-    return files
-
-
 def _load_coco(ann_file):
     from pycocotools.coco import COCO
     return COCO(ann_file)
@@ -43,18 +33,18 @@ def _load_coco(ann_file):
 
 def test_same_arguments_give_identical_files(tmp_path, dataset):
     _generate(tmp_path)
-    assert _file_bytes(tmp_path) == _file_bytes(dataset['out_dir'])
+    assert file_bytes(tmp_path) == file_bytes(dataset['out_dir'])
 
 
 def test_other_seed_gives_other_data(tmp_path, dataset):
     _generate(tmp_path, seed=ARGS['seed'] + 1)
     ann_file = 'annotations/instances_train.json'
-    assert _file_bytes(tmp_path)[ann_file] != _file_bytes(dataset['out_dir'])[ann_file]
+    assert file_bytes(tmp_path)[ann_file] != file_bytes(dataset['out_dir'])[ann_file]
 
 
 def test_val_split_does_not_depend_on_num_train(tmp_path, dataset):
     _generate(tmp_path, num_train=2)
-    ours, reference = _file_bytes(tmp_path), _file_bytes(dataset['out_dir'])
+    ours, reference = file_bytes(tmp_path), file_bytes(dataset['out_dir'])
     val_files = [path for path in reference if 'val' in path and 'manifest' not in path]
     assert val_files and all(ours[path] == reference[path] for path in val_files)
 

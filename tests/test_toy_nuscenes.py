@@ -8,6 +8,7 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+from file_helpers import file_bytes
 import torch
 
 from projects.datasets.nuscenes_infos import (CAMERA_CHANNELS, NUSCENES_CLASSES, TEMPORAL_KEYS,
@@ -45,17 +46,6 @@ def _load_pkl(path):
 def infos(world):
     """{'train': info dict, 'val': info dict} as written by the generator."""
     return {split: _load_pkl(path) for split, path in world['info_files'].items()}
-
-
-def _file_bytes(root) -> dict:
-    """{relative path: bytes} of every file under ``root``."""
-    files = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            path = osp.join(dirpath, name)
-            with open(path, 'rb') as f:
-                files[osp.relpath(path, root)] = f.read()
-    return files
 
 
 def _load_cli(name):
@@ -250,7 +240,7 @@ def test_rig_constants_match_the_real_nuscenes_info():
 # ----------------------------------------------------------------------------- determinism
 def test_same_seed_gives_identical_files(tmp_path, world):
     generate_toy_nuscenes(tmp_path, **ARGS, progress=False)
-    ours, reference = _file_bytes(tmp_path), _file_bytes(world['root'])
+    ours, reference = file_bytes(tmp_path), file_bytes(world['root'])
     assert sorted(ours) == sorted(reference)
     different = [path for path in reference if ours[path] != reference[path]]
     assert not different
@@ -258,7 +248,7 @@ def test_same_seed_gives_identical_files(tmp_path, world):
 
 def test_other_seed_gives_other_world(tmp_path, world):
     generate_toy_nuscenes(tmp_path, **{**ARGS, 'seed': ARGS['seed'] + 1}, progress=False)
-    ours, reference = _file_bytes(tmp_path), _file_bytes(world['root'])
+    ours, reference = file_bytes(tmp_path), file_bytes(world['root'])
     for table in ('sample_annotation', 'sample', 'ego_pose', 'category'):
         path = osp.join('v1.0-mini', f'{table}.json')
         assert ours[path] != reference[path]
