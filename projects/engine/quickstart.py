@@ -7,7 +7,7 @@ import glob
 import math
 import os.path as osp
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from mmengine.config import Config
 from PIL import Image
@@ -45,6 +45,20 @@ def _data_root_options(data_root: str) -> List[str]:
             + [f'{split}_evaluator.ann_file={val_json}' for split in ('val', 'test')])
 
 
+def data_root_and_options(config: str, data_root: Optional[str],
+                          cfg_options: Optional[List[str]],
+                          data_root_options: Callable[[str], List[str]]) -> Tuple[str, List[str]]:
+    """The toy data folder (``data_root``, else the config's) and the tools' ``--cfg-options``
+    arguments: ``data_root_options(data_root)`` (moving the config's data there) when a folder
+    is given, then ``cfg_options``."""
+    overrides = list(cfg_options or [])
+    if data_root is None:
+        data_root = Config.fromfile(config).train_dataloader.dataset.data_root
+    else:
+        overrides = data_root_options(data_root) + overrides
+    return data_root, (['--cfg-options', *overrides] if overrides else [])
+
+
 def run_quickstart(config: str = DEFAULT_CONFIG, work_dir: str = 'work_dirs/quickstart',
                    data_root: Optional[str] = None, num_train: int = 400, num_val: int = 100,
                    cfg_options: Optional[List[str]] = None) -> dict:
@@ -53,17 +67,13 @@ def run_quickstart(config: str = DEFAULT_CONFIG, work_dir: str = 'work_dirs/quic
     ``cfg_options`` are ``key=value`` strings as on the command line (e.g. a shorter schedule).
     """
     start = time.time()
-    overrides = list(cfg_options or [])
-    if data_root is None:
-        data_root = Config.fromfile(config).train_dataloader.dataset.data_root
-    else:
-        overrides = _data_root_options(data_root) + overrides
+    data_root, options = data_root_and_options(config, data_root, cfg_options,
+                                               _data_root_options)
     print(f'[1/3] toy COCO data in {data_root}')
     summary = prepare_toy_coco(data_root, num_train=num_train, num_val=num_val)
     print(f'      {"generated" if summary["generated"] else "already there"}: {summary}')
 
     print(f'[2/3] training {config} (work dir {work_dir})')
-    options = ['--cfg-options', *overrides] if overrides else []
     train([config, '--work-dir', work_dir, *options])
 
     print('[3/3] testing the last checkpoint, painting predictions')

@@ -11,11 +11,9 @@ import os.path as osp
 import time
 from typing import List, Optional
 
-from mmengine.config import Config
-
 from projects.datasets import prepare_toy_nuscenes
 from projects.engine.launch import build_runner, load_config, test, train, train_parser
-from projects.engine.quickstart import latest_checkpoint
+from projects.engine.quickstart import data_root_and_options, latest_checkpoint
 
 DEFAULT_BEV_CONFIG = 'configs/bevformer/bevformer_nano_toy-nuscenes.py'
 METRIC_PREFIX = 'NuScenes metric/pred_instances_3d_NuScenes/'
@@ -52,16 +50,12 @@ def run_bev_quickstart(config: str = DEFAULT_BEV_CONFIG, work_dir: str = 'work_d
     """Train and evaluate ``config`` on the toy world; returns the trained model's metrics
     (``summary`` keys) with ``untrained/`` copies of the baseline's."""
     start = time.time()
-    overrides = list(cfg_options or [])
-    if data_root is None:
-        data_root = Config.fromfile(config).train_dataloader.dataset.data_root
-    else:
-        overrides = _data_root_options(data_root) + overrides
+    data_root, options = data_root_and_options(config, data_root, cfg_options,
+                                               _data_root_options)
     print(f'[1/4] toy nuScenes world in {data_root}')
     world = prepare_toy_nuscenes(data_root, num_train_scenes=num_train_scenes,
                                  samples_per_scene=samples_per_scene)
     print(f'      {"generated" if world.get("generated") else "already there"}')
-    options = ['--cfg-options', *overrides] if overrides else []
 
     print('[2/4] nuScenes metrics of the untrained model (the baseline)')
     untrained = summary(evaluate_untrained(config, osp.join(work_dir, 'untrained'), options))
