@@ -181,10 +181,21 @@ def test_gathered_dot_products_equal_sampled_ones(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('dtype, tolerance', [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
-def test_cuda_matches_cpu(dtype, tolerance):
-    on_cuda = [t.cuda().to(dtype) if t.is_floating_point() else t.cuda()
-               for t in make_inputs(heads=4, dims=8, seed=9)]
+@pytest.mark.parametrize('dtype, tolerance', [(torch.float32, 1e-4), (torch.float16, 1e-2),
+                                              (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize('inputs', [
+    make_inputs(heads=4, dims=8, seed=9), border_inputs(),
+    make_inputs(level_shapes=((9, 13), (5, 7), (1, 1)), heads=3, dims=5, num_queries=150)
+], ids=['uniform', 'border', 'odd-dims'])
+@pytest.mark.parametrize('use_triton', [True, False], ids=['triton', 'pytorch'])
+def test_cuda_matches_cpu(dtype, tolerance, inputs, use_triton, monkeypatch):
+    """Both CUDA paths (the Triton kernels, and the PyTorch path they replace there) against the
+    CPU op in float32."""
+    if use_triton and importlib.util.find_spec('triton') is None:
+        pytest.skip('Triton is not installed')
+    monkeypatch.setattr(ops, 'USE_TRITON', use_triton)
+    on_cuda = [t.cuda().to(dtype) if t.is_floating_point() else t.cuda() for t in inputs]
+    assert ops._uses_triton(on_cuda[0]) == use_triton
     actual = outputs_and_grads(multi_scale_deformable_attention, on_cuda)
     expected = outputs_and_grads(multi_scale_deformable_attention,
                                  [t.cpu().float() if t.is_floating_point() else t.cpu()
@@ -229,4 +240,4 @@ def test_benchmark_tool_runs_on_a_tiny_shape(capsys):
     tool.main(['--levels', '6x8,3x4', '--batch-size', '1', '--heads', '2', '--head-dims', '4',
                '--repeats', '1'])
     printed = capsys.readouterr().out
-    assert 'forward time (s)' in printed and 'forward+backward peak memory (MiB)' in printed
+    assert 'forward time (ms)' in printed and 'forward+backward peak memory (MiB)' in printed

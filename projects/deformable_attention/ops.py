@@ -17,7 +17,12 @@ How it is computed, without ``grid_sample`` and without any (queries, points, di
   transposed embedding_bags over the points sorted by row; ``_corner_dot_products`` gives the dot
   products <grad_output, corner row>, from which ``_point_gradients`` forms the location and
   attention-weight gradients analytically.
+
+On CUDA, float32 / float16 / bfloat16 values go through the Triton kernels of
+``triton_kernels.py`` (same semantics, float32 accumulation, atomic adds for the value gradient)
+when Triton is importable; the PyTorch path above serves the CPU and every other case.
 """
+import importlib.util
 import warnings
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -27,6 +32,10 @@ from torch import Tensor
 
 __all__ = ['multi_scale_deformable_attention', 'get_sampling_op', 'SAMPLING_OPS']
 
+# CUDA values go through the Triton kernels when Triton is importable; False forces the PyTorch
+# path below on every device (for comparisons).
+USE_TRITON = True
+_TRITON_AVAILABLE = importlib.util.find_spec('triton') is not None
 # Zero border around each level's map: 1 pixel before (corner x0 = -1), 2 after (x0 = W, x1 = W+1).
 _PAD_BEFORE, _PAD_AFTER = 1, 2
 # Bags per chunk when the dot products are gathered explicitly (devices other than CPU).
@@ -52,17 +61,23 @@ def multi_scale_deformable_attention(value: Tensor, spatial_shapes: Tensor,
     Returns:
         (bs, num_queries, num_heads * head_dims) in ``value``'s dtype. Differentiable in value,
         sampling_locations and attention_weights. Locations are resolved in float32 (float64 for a
-        float64 value); float16 / bfloat16 values are summed in float32 on CPU, in their own dtype
-        on other devices.
+        float64 value); float16 / bfloat16 values are summed in float32 on CPU and by the CUDA
+        (Triton) kernels, in their own dtype elsewhere.
     """
     level_shapes = _check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                  attention_weights)
     bs, _, num_heads, head_dims = value.shape
     compute_dtype = _compute_dtype(value)
     coord_dtype = torch.promote_types(compute_dtype, torch.float32)
-    output = _DeformableAttention.apply(value.to(compute_dtype),
-                                        sampling_locations.to(coord_dtype),
-                                        attention_weights.to(coord_dtype), level_shapes)
+    if _uses_triton(value):
+        from .triton_kernels import TritonDeformableAttention
+        output = TritonDeformableAttention.apply(value, spatial_shapes, level_start_index,
+                                                 sampling_locations.float(),
+                                                 attention_weights.float())
+    else:
+        output = _DeformableAttention.apply(value.to(compute_dtype),
+                                            sampling_locations.to(coord_dtype),
+                                            attention_weights.to(coord_dtype), level_shapes)
     return output.view(bs, sampling_locations.shape[1], num_heads * head_dims).to(value.dtype)
 
 
@@ -125,6 +140,13 @@ def _check_inputs(value: Tensor, spatial_shapes: Tensor, level_start_index: Tens
         raise ValueError(f'level_start_index must be {starts} (shape ({num_levels},), the '
                          f'cumulative sum of H*W), got {level_start_index.tolist()}')
     return level_shapes
+
+
+def _uses_triton(value: Tensor) -> bool:
+    """Whether ``value`` goes through the Triton kernels (``triton_kernels.py``): float32 /
+    float16 / bfloat16 on CUDA, with Triton importable and ``USE_TRITON`` on."""
+    return (USE_TRITON and value.is_cuda and _TRITON_AVAILABLE
+            and value.dtype in (torch.float32, torch.float16, torch.bfloat16))
 
 
 def _compute_dtype(value: Tensor) -> torch.dtype:

@@ -168,7 +168,7 @@ def benchmark(impls: Dict[str, Callable], inputs: Dict[str, torch.Tensor], repea
             for name, call in calls.items():
                 seconds, peak = measure(call, repeats=1, warmup=0, device=device)
                 samples[name].append((seconds, peak))
-                print(f'[{step}] round {round_index + 1}/{repeats} {name}: {seconds:.3f} s, '
+                print(f'[{step}] round {round_index + 1}/{repeats} {name}: {seconds * 1e3:.2f} ms, '
                       f'peak {_mib(peak)}', flush=True)
         for name, runs in samples.items():
             peaks = [peak for _, peak in runs if peak is not None]
@@ -186,7 +186,7 @@ def print_table(results: Dict[Tuple[str, str], Tuple[float, int]], names: List[s
         header += f'{"ours / " + reference:>22}'
     print(header)
     for step in ('forward', 'forward+backward'):
-        for column, label, fmt in ((0, 'time (s)', lambda seconds: f'{seconds:.3f}'),
+        for column, label, fmt in ((0, 'time (ms)', lambda seconds: f'{seconds * 1e3:.2f}'),
                                    (1, 'peak memory (MiB)', _mib)):
             row = f'{step + " " + label:<36}' + ''.join(
                 f'{fmt(results[name, step][column]):>14}' for name in names)
