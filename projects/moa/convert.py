@@ -13,14 +13,18 @@ Understood layouts (after :func:`projects.common.pretrained.unwrap_state_dict` h
   ``layers.{i}.glb_attn.pre_conv``                     ``stages.{i}.moa.attn.reduce``
   ``layers.{i}.glb_attn.{q,kv,proj}``,                 ``stages.{i}.moa.attn.*``
   ``layers.{i}.glb_attn.relative_position_bias_table``
-  ``layers.{i}.{norm1,norm2,post_conv}``               ``stages.{i}.moa.*``
+  ``layers.{i}.norm1``                                 ``stages.{i}.moa.norm1``
   ``layers.{i}.downsample.{reduction,norm}``           ``stages.{i}.downsample.*``
   ``norm`` (after the last stage)                      ``norm{last}`` where the model has it
   ===================================================  ==========================================
 
   The classifier ``head`` and the ``relative_position_index`` buffers (we recompute them) are
-  dropped. Shapes match wherever the configuration does (window 14, overlap 1, reduction 32,
-  ``pretrain_img_size`` 224).
+  dropped. ``layers.{i}.{norm2,post_conv}`` (the official MOA block's LayerNorm and 3x3
+  convolution, which the paper's MOA and ours do not have) keep the names
+  ``stages.{i}.{norm2,post_conv}``, so that loading reports them as unexpected; our MOA's
+  ``mlp_norm``, ``mlp`` and ``expand`` are missing from official checkpoints. Shapes match
+  wherever the configuration does (window 14, overlap 1, reduction 32, ``pretrain_img_size``
+  224).
 - ours: passed through.
 """
 import re
@@ -35,8 +39,6 @@ _LAYER_RENAMES = (  # below layers.{i}.: official -> ours, first match wins
     ('glb_attn.pre_conv.', 'moa.attn.reduce.'),
     ('glb_attn.', 'moa.attn.'),
     ('norm1.', 'moa.norm1.'),
-    ('norm2.', 'moa.norm2.'),
-    ('post_conv.', 'moa.post_conv.'),
 )
 
 

@@ -4,23 +4,29 @@ attention between stages.
 "Aggregating Global Features into Local Vision Transformer" (Patel et al., ICPR 2022,
 arXiv 2201.12903). Each stage runs window-attention blocks (non-shifted windows, relative
 position bias; the blocks of :mod:`projects.swin`). Every stage but the last then runs the MOA
-module before its patch merging:
+module before its patch merging, as the paper describes it:
 
 1. ``local = LayerNorm(x)``; a 1x1 convolution reduces its channels C to C / R;
 2. queries: the non-overlapping window-sized patches of the reduced map, flattened and projected
    to C; keys/values: patches ``overlap`` pixels larger on every side, stride one window (zeros
    beyond the map), flattened and projected to C;
 3. multi-head attention of every query patch to every key patch with a relative position bias
-   over the patch grid, output projection: one global feature per window;
-4. ``x = x + local + global feature of the window each token lies in``, then
-   ``x = LayerNorm(x)``, ``x = x + conv3x3(x)``; stochastic depth on both branches.
+   over the patch grid, output projection, residual onto the query embedding; then an MLP with
+   GELU, LayerNorm and residual: one token per window (patch);
+4. a 1x1 convolution over the patch grid back to the hidden dim gives each window its global
+   feature, added to every token of the window: ``x = x + global feature of x's window``
+   (stochastic depth on that branch).
 
-The official code (krushi1992/MOA-transformer, classification only) writes steps 1-4 so that
-only some of them see the image's layout. Ours computes what the code means, spatially:
+The official code (krushi1992/MOA-transformer, classification only) differs from the paper and
+from ours in these places:
 
+- the MOA block: after the attention it has no MLP and no 1x1 convolution back; it computes
+  ``LayerNorm(x + local + global)`` followed by a residual 3x3 convolution (``norm2``,
+  ``post_conv``). Ours follows the paper; those official weights have no place here and are
+  reported as unexpected when an official checkpoint loads (:mod:`projects.moa.convert`).
 - token maps: the official reshapes the (B, H*W, C) tokens to (B, C, H, W) with ``view`` /
-  ``reshape`` and no permute before the 1x1 reduction and the 3x3 convolution, so both convolve a
-  scrambled grid of channel values; ours permutes (:func:`~projects.pvt.pvt.tokens_to_map`).
+  ``reshape`` and no permute before the 1x1 reduction, so it convolves a scrambled grid of
+  channel values; ours permutes (:func:`~projects.pvt.pvt.tokens_to_map`).
 - patch tokens: the official views the (B, D, gh, gw) query patches and the (B, D, gh*gw)
   ``nn.Unfold`` key patches as (B, gh*gw, D) without a transpose, so a "patch token" mixes
   features of many patches; ours transposes, so token p holds exactly patch p. The features keep
@@ -36,8 +42,9 @@ only some of them see the image's layout. Ours computes what the code means, spa
   attention), key patches stride one window, and each MOA's bias table covers the patch grid of a
   ``pretrain_img_size`` image; offsets of larger grids are clipped to the table's edge.
 
-Official checkpoints convert name for name and shape for shape (:mod:`projects.moa.convert`), but
-their MOA weights were trained on the scrambled layouts above: they are a starting point for
+Official checkpoints convert name for name and shape for shape where the mechanism is shared
+(:mod:`projects.moa.convert`); the MOA's MLP and 1x1 convolution back start from scratch. The
+official MOA weights were trained on the scrambled layouts above: they are a starting point for
 fine-tuning here, not a reproduction of the official network's function. The window-attention
 blocks and patch mergings are the same function as the official ones.
 
@@ -58,8 +65,8 @@ from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
 from ..common.pretrained import pretrained_checkpoint
 from ..pvt.pvt import map_to_tokens, tokens_to_map
-from ..swin.swin import (PatchEmbed, PatchMerging, SwinBlock, WindowAttention, gather_tokens,
-                         window_layout)
+from ..swin.swin import (Mlp, PatchEmbed, PatchMerging, SwinBlock, WindowAttention,
+                         gather_tokens, window_layout)
 from .convert import convert_moa_checkpoint
 
 MOA_ARCHS: Dict[str, dict] = {  # the paper's three-stage classification models
@@ -140,29 +147,34 @@ class OverlappedPatchAttention(nn.Module):
                                    self.relative_position_bias_table.device)
         return self.relative_position_bias_table.t()[:, index].unsqueeze(0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) map -> (B, gh*gw, C) global feature of each window, gh = ceil(H / ws)."""
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """(B, C, H, W) map -> (B, gh*gw, C) patch tokens (query embedding + attention output),
+        gh = ceil(H / ws), and the patch grid (gh, gw)."""
         B, C, H, W = x.shape
         ws = self.window_size
         reduced = F.pad(self.reduce(x), (0, -W % ws, 0, -H % ws))  # (B, C/R, Hp, Wp)
         grid_hw = (reduced.shape[2] // ws, reduced.shape[3] // ws)
         N = grid_hw[0] * grid_hw[1]
-        q = self.q(query_patches(reduced, ws)).view(B, N, self.num_heads, -1).transpose(1, 2)
+        queries = self.q(query_patches(reduced, ws))  # (B, N, C)
+        q = queries.view(B, N, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, d)
         kv = self.kv(key_patches(reduced, ws, self.overlap)).view(B, N, 2, self.num_heads, -1)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d) each
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=self.position_bias(grid_hw).to(q.dtype),
             dropout_p=self.attn_drop_rate if self.training else 0.0)  # (B, heads, N, d)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+        return queries + self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C))), grid_hw
 
 
 class MOAModule(nn.Module):
-    """The MOA module after a stage's blocks: each window's global feature is added to the
-    window's (normalised) tokens, residually; then LayerNorm and a residual 3x3 convolution."""
+    """The MOA module after a stage's blocks: global attention among the window-sized patches
+    (:class:`OverlappedPatchAttention`), an MLP with GELU, LayerNorm and residual over the patch
+    tokens, a 1x1 convolution back to the hidden dim, and each window's global feature added to
+    the window's tokens."""
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, overlap: int,
-                 reduction: int, table_side: int, qkv_bias: bool = True, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 reduction: int, table_side: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         self.window_size = window_size
         self.drop_path_rate = drop_path_rate
@@ -170,17 +182,18 @@ class MOAModule(nn.Module):
         self.attn = OverlappedPatchAttention(embed_dims, num_heads, window_size, overlap,
                                              reduction, table_side, qkv_bias, attn_drop_rate,
                                              drop_rate)
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.post_conv = nn.Conv2d(embed_dims, embed_dims, 3, padding=1)
+        self.mlp_norm = nn.LayerNorm(embed_dims)
+        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
+        self.expand = nn.Conv2d(embed_dims, embed_dims, 1)
 
     def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
         """(B, H*W, C) raster tokens -> (B, H*W, C)."""
-        local = self.norm1(x)
-        windows = self.attn(tokens_to_map(local, hw))  # (B, gh*gw, C)
-        mixed = local + gather_tokens(windows, window_of_tokens(hw, self.window_size, x.device))
-        x = self.norm2(x + drop_path(mixed, self.drop_path_rate, self.training))
-        conv = map_to_tokens(self.post_conv(tokens_to_map(x, hw)))  # (B, H*W, C)
-        return x + drop_path(conv, self.drop_path_rate, self.training)
+        patches, grid_hw = self.attn(tokens_to_map(self.norm1(x), hw))  # (B, gh*gw, C)
+        patches = patches + self.mlp(self.mlp_norm(patches))
+        global_features = map_to_tokens(self.expand(tokens_to_map(patches, grid_hw)))
+        window_features = gather_tokens(global_features,
+                                        window_of_tokens(hw, self.window_size, x.device))
+        return x + drop_path(window_features, self.drop_path_rate, self.training)
 
 
 class MOAStage(nn.Module):
@@ -238,7 +251,7 @@ class MOABackbone(StagedBackbone):
             (official: 1), in [0, window_size).
         reduction: channel reduction R of the MOA's 1x1 convolution (official: 32); must divide
             the channels of every stage that has an MOA module.
-        mlp_ratio: MLP hidden width relative to the channels.
+        mlp_ratio: MLP hidden width relative to the channels (blocks and MOA).
         qkv_bias: learn biases for the query/key/value projections (blocks and MOA).
         patch_size: side of the non-overlapping patches of the embedding.
         in_channels: image channels.
@@ -320,8 +333,8 @@ class MOABackbone(StagedBackbone):
             last = i == num_stages - 1
             moa = None if last else MOAModule(
                 dims, heads, ws, overlap, reduction, table_side=math.ceil(grid / ws),
-                qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
-                drop_path_rate=moa_rates[i])
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
+                attn_drop_rate=attn_drop_rate, drop_path_rate=moa_rates[i])
             downsample = None if last else PatchMerging(dims)
             self.stages.append(MOAStage(blocks, ws, moa, downsample, with_cp))
             grid = math.ceil(grid / 2)
