@@ -92,7 +92,7 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01, fused=True),  # one kernel per step
     clip_grad=dict(max_norm=35, norm_type=2))
 max_epochs = 24
 param_scheduler = [

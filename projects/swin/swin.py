@@ -171,10 +171,40 @@ def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
     return x.reshape(B * L, C).index_select(0, rows.flatten()).view(B, -1, C)
 
 
+def _gather_and_zero(x: Tensor, index: Tensor, zero_slots: Optional[Tensor]) -> Tensor:
+    """``gather_tokens(x, index)`` with the tokens at ``zero_slots`` (if any) set to zero."""
+    out = gather_tokens(x, index)
+    return out if zero_slots is None else out.index_fill_(1, zero_slots, 0.0)
+
+
+class _WindowReorder(torch.autograd.Function):
+    """Raster order <-> window order of one layout. Each direction's gradient is the other
+    direction applied to the output gradient, so the backward is a gather as well, not the
+    scatter-add (``index_add``) that autograd would run for ``index_select``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, layout: WindowLayout, to_windows: bool) -> Tensor:
+        ctx.layout, ctx.to_windows = layout, to_windows
+        if to_windows:  # (B, H*W, C) -> (B, Hp*Wp, C), zero in the padding
+            return _gather_and_zero(x, layout.window_tokens, layout.pad_slots)
+        return gather_tokens(x, layout.raster_slots)  # (B, Hp*Wp, C) -> (B, H*W, C)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None, None]:
+        layout = ctx.layout
+        if ctx.to_windows:
+            return gather_tokens(grad, layout.raster_slots), None, None
+        return _gather_and_zero(grad, layout.window_tokens, layout.pad_slots), None, None
+
+
 def gather_windows(x: Tensor, layout: WindowLayout) -> Tensor:
     """(B, H*W, C) raster tokens -> (B, Hp*Wp, C) tokens in window order, zero in the padding."""
-    windows = gather_tokens(x, layout.window_tokens)
-    return windows if layout.pad_slots is None else windows.index_fill_(1, layout.pad_slots, 0.0)
+    return _WindowReorder.apply(x, layout, True)
+
+
+def scatter_windows(windows: Tensor, layout: WindowLayout) -> Tensor:
+    """(B, Hp*Wp, C) tokens in window order -> (B, H*W, C) raster tokens, the padding dropped."""
+    return _WindowReorder.apply(windows, layout, False)
 
 
 def cat_tokens(parts: List[Tensor]) -> Tensor:
@@ -253,7 +283,7 @@ class WindowAttentionBase(nn.Module):
         bias = self.position_bias()  # (1, heads, N, N)
         out = cat_tokens([self.attend(part, attention_mask(bias, shift_mask, x.shape[0]))
                           for part, shift_mask in zip(parts, shift_masks)])  # (B, Hp*Wp, C)
-        return self.proj_drop(gather_tokens(out, layout.raster_slots))
+        return self.proj_drop(scatter_windows(out, layout))
 
 
 class WindowAttention(WindowAttentionBase):
