@@ -156,7 +156,8 @@ class TritonDeformableAttention(torch.autograd.Function):
                 sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
         value, sampling_locations, attention_weights = (
             value.contiguous(), sampling_locations.contiguous(), attention_weights.contiguous())
-        spatial_shapes, level_start_index = spatial_shapes.long(), level_start_index.long()
+        spatial_shapes = spatial_shapes.to(value.device, torch.long)
+        level_start_index = level_start_index.to(value.device, torch.long)
         grid, sizes = _launch_arguments(value, sampling_locations)
         output = value.new_empty(sizes['num_rows'], sizes['head_dims'])
         _forward_kernel[grid](value, spatial_shapes, level_start_index, sampling_locations,
