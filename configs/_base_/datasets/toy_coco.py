@@ -9,11 +9,15 @@ toy_metainfo = dict(  # projects.datasets.toy_coco.METAINFO
     palette=[(220, 20, 60), (0, 128, 255), (60, 180, 75), (255, 160, 0)])
 toy_image_size = (128, 128)
 
+# 400 images are memorised quickly (a small Swin reaches train AP50 0.99 against val 0.62 without
+# these): the shapes' classes do not change under flips, shifts or colour changes, so augment them.
 _train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='Resize', scale=toy_image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
+    dict(type='RandomFlip', prob=0.75, direction=['horizontal', 'vertical', 'diagonal']),
+    dict(type='RandomShift', prob=0.5, max_shift_px=16),
+    dict(type='PhotoMetricDistortion'),
     dict(type='PackDetInputs'),
 ]
 _test_pipeline = [
