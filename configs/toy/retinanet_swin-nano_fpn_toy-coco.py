@@ -31,7 +31,7 @@ test_dataloader = val_dataloader
 val_evaluator = _base_.toy_val_evaluator
 test_evaluator = val_evaluator
 
-max_epochs = 40
+max_epochs = 50
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
