@@ -370,6 +370,10 @@ def test_init_from_scratch():
     assert model.stages[0].blocks[0].attn.relative_position_bias_table.std() > 0
     assert torch.count_nonzero(moa_attn.q.bias) == 0
     assert torch.equal(model.stages[0].moa.norm1.weight, torch.ones(16))
+    assert torch.count_nonzero(model.stages[0].moa.expand.weight) == 0  # MOA starts as identity
+    x = torch.randn(1, 64, 16)
+    with torch.no_grad():
+        assert torch.equal(model.stages[0].moa(x, (8, 8)), x)
 
 
 # ------------------------------------------------------------------------- training switches

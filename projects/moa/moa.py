@@ -391,7 +391,11 @@ class MOABackbone(StagedBackbone):
 
     def _init_from_scratch(self) -> None:
         """Truncated-normal Linear weights and window bias tables, zero MOA bias tables, unit
-        LayerNorms, zero biases; convolutions keep PyTorch's default initialisation."""
+        LayerNorms, zero biases; convolutions keep PyTorch's default initialisation, except each
+        MOA's 1x1 convolution back, which starts at zero: the MOA module begins as the identity
+        and its global features grow in as they are learned (with PyTorch's default the
+        window-constant features disturb the local ones from the first step, and a toy detector
+        learnt markedly slower)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -404,3 +408,6 @@ class MOABackbone(StagedBackbone):
                 m.reset_parameters()
             elif isinstance(m, OverlappedPatchAttention):
                 nn.init.zeros_(m.relative_position_bias_table)
+            elif isinstance(m, MOAModule):
+                nn.init.zeros_(m.expand.weight)
+                nn.init.zeros_(m.expand.bias)
