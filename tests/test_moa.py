@@ -321,6 +321,7 @@ def test_official_checkpoint_loads_the_shared_mechanism(tmp_path):
     assert torch.equal(own['stages.0.moa.norm1.weight'], official['layers.0.norm1.weight'])
     assert torch.equal(own['stages.1.moa.attn.kv.weight'], official['layers.1.glb_attn.kv.weight'])
     assert torch.equal(own['norm2.bias'], official['norm.bias'])
+    assert torch.count_nonzero(own['stages.0.moa.expand.weight']) == 0  # MOA starts as identity
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 224, 224))[0].shape == (1, 128, 14, 14)
 
