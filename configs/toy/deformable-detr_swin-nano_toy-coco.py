@@ -38,7 +38,11 @@ model = dict(
     test_cfg=dict(max_per_img=num_queries))
 
 # mmdet's COCO dataloaders (with DETR's augmentation) replaced by the toy set's
-train_dataloader = dict(_base_.toy_train_dataloader, _delete_=True)
+# (12 epochs are still fitting: the plain pipeline, not the toy set's augmentation)
+train_dataloader = dict(
+    _base_.toy_train_dataloader, _delete_=True,
+    dataset=dict(_base_.toy_train_dataloader['dataset'],
+                 pipeline=_base_.toy_plain_train_pipeline))
 val_dataloader = dict(_base_.toy_val_dataloader, _delete_=True)
 test_dataloader = val_dataloader
 val_evaluator = dict(_base_.toy_val_evaluator, _delete_=True)

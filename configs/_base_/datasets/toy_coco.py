@@ -11,10 +11,16 @@ toy_image_size = (128, 128)
 
 # 400 images are memorised quickly (a small Swin reaches train AP50 0.99 against val 0.62 without
 # these): the shapes' classes do not change under flips, shifts or colour changes, so augment them.
-_train_pipeline = [
+# `toy_plain_train_pipeline` (horizontal flips only) suits short schedules that are still fitting
+# (the 12-epoch toy Deformable DETR: AP50 0.132 with it, 0.054 with the augmentation).
+toy_plain_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='Resize', scale=toy_image_size, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+_train_pipeline = toy_plain_train_pipeline[:3] + [
     dict(type='RandomFlip', prob=0.75, direction=['horizontal', 'vertical', 'diagonal']),
     dict(type='RandomShift', prob=0.5, max_shift_px=16),
     dict(type='PhotoMetricDistortion'),
