@@ -67,14 +67,14 @@ def multi_scale_deformable_attention(value: Tensor, spatial_shapes: Tensor,
     level_shapes = _check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                  attention_weights)
     bs, _, num_heads, head_dims = value.shape
-    compute_dtype = _compute_dtype(value)
-    coord_dtype = torch.promote_types(compute_dtype, torch.float32)
     if _uses_triton(value):
         from .triton_kernels import TritonDeformableAttention
         output = TritonDeformableAttention.apply(value, spatial_shapes, level_start_index,
                                                  sampling_locations.float(),
                                                  attention_weights.float())
     else:
+        compute_dtype = _compute_dtype(value)
+        coord_dtype = torch.promote_types(compute_dtype, torch.float32)
         output = _DeformableAttention.apply(value.to(compute_dtype),
                                             sampling_locations.to(coord_dtype),
                                             attention_weights.to(coord_dtype), level_shapes)

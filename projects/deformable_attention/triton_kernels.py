@@ -64,16 +64,28 @@ def _sampling_point(locations_ptr, attention_ptr, shapes_ptr, starts_ptr, rows, 
 
 
 @triton.jit
-def _forward_kernel(value_ptr, shapes_ptr, starts_ptr, locations_ptr, attention_ptr, output_ptr,
-                    num_rows, num_queries, num_heads, num_keys, head_dims,
-                    num_levels: tl.constexpr, num_points: tl.constexpr,
-                    BLOCK_ROWS: tl.constexpr, BLOCK_DIMS: tl.constexpr):
+def _program_rows(num_rows, num_queries, num_heads, num_keys, head_dims,
+                  BLOCK_ROWS: tl.constexpr, BLOCK_DIMS: tl.constexpr):
+    """This program's rows n = (batch, query, head) and their masks, each row's value row of
+    (batch, key 0, head) (a key adds key * num_heads), and the offsets and mask of the
+    (BLOCK_ROWS, BLOCK_DIMS) tile of output (or grad_output) rows."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     row_mask = rows < num_rows
     dims = tl.arange(0, BLOCK_DIMS)
     dims_mask = dims < head_dims
-    # value row of (batch, key 0, head); a key adds key * num_heads
     row_base = (rows // (num_queries * num_heads)) * num_keys * num_heads + rows % num_heads
+    tile_offsets = rows[:, None] * head_dims + dims[None, :]
+    tile_mask = row_mask[:, None] & dims_mask[None, :]
+    return rows, row_mask, dims, dims_mask, row_base, tile_offsets, tile_mask
+
+
+@triton.jit
+def _forward_kernel(value_ptr, shapes_ptr, starts_ptr, locations_ptr, attention_ptr, output_ptr,
+                    num_rows, num_queries, num_heads, num_keys, head_dims,
+                    num_levels: tl.constexpr, num_points: tl.constexpr,
+                    BLOCK_ROWS: tl.constexpr, BLOCK_DIMS: tl.constexpr):
+    rows, row_mask, dims, dims_mask, row_base, tile_offsets, tile_mask = _program_rows(
+        num_rows, num_queries, num_heads, num_keys, head_dims, BLOCK_ROWS, BLOCK_DIMS)
     output = tl.zeros((BLOCK_ROWS, BLOCK_DIMS), dtype=tl.float32)
     for slot_index in range(num_levels * num_points):  # a loop, not unrolled: faster here
         _, attention, x0, y0, frac_x, frac_y, height, width, level_start = _sampling_point(
@@ -87,8 +99,7 @@ def _forward_kernel(value_ptr, shapes_ptr, starts_ptr, locations_ptr, attention_
                                        dims_mask)
                 weight = (weight_y1 if dy else weight_y0) * (frac_x if dx else 1 - frac_x)
                 output += weight[:, None] * corner
-    tl.store(output_ptr + rows[:, None] * head_dims + dims[None, :],
-             output.to(output_ptr.dtype.element_ty), mask=row_mask[:, None] & dims_mask[None, :])
+    tl.store(output_ptr + tile_offsets, output.to(output_ptr.dtype.element_ty), mask=tile_mask)
 
 
 @triton.jit
@@ -97,13 +108,9 @@ def _backward_kernel(value_ptr, shapes_ptr, starts_ptr, locations_ptr, attention
                      num_rows, num_queries, num_heads, num_keys, head_dims,
                      num_levels: tl.constexpr, num_points: tl.constexpr,
                      BLOCK_ROWS: tl.constexpr, BLOCK_DIMS: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    row_mask = rows < num_rows
-    dims = tl.arange(0, BLOCK_DIMS)
-    dims_mask = dims < head_dims
-    row_base = (rows // (num_queries * num_heads)) * num_keys * num_heads + rows % num_heads
-    grad_output = tl.load(grad_output_ptr + rows[:, None] * head_dims + dims[None, :],
-                          mask=row_mask[:, None] & dims_mask[None, :], other=0.0)
+    rows, row_mask, dims, dims_mask, row_base, tile_offsets, tile_mask = _program_rows(
+        num_rows, num_queries, num_heads, num_keys, head_dims, BLOCK_ROWS, BLOCK_DIMS)
+    grad_output = tl.load(grad_output_ptr + tile_offsets, mask=tile_mask, other=0.0)
     grad_output = grad_output.to(tl.float32)  # (BLOCK_ROWS, BLOCK_DIMS)
     for slot_index in range(num_levels * num_points):
         slot, attention, x0, y0, frac_x, frac_y, height, width, level_start = _sampling_point(
