@@ -188,7 +188,7 @@ class MOAModule(nn.Module):
         # the module begins as the identity and the global features grow in as they are learned
         # (from PyTorch's default init the window-constant features disturb the local ones, and
         # pretrained ones, from the first step; one toy run each: AP50 0.458 against 0.669, a gap
-        # within the spread of identical toy runs: configs/toy/retinanet_moa-nano_fpn_toy-coco.py)
+        # within the spread of repeated toy runs: configs/toy/retinanet_moa-nano_fpn_toy-coco.py)
         self.expand = nn.Conv2d(embed_dims, embed_dims, 1)
         nn.init.zeros_(self.expand.weight)
         nn.init.zeros_(self.expand.bias)
@@ -412,4 +412,3 @@ class MOABackbone(StagedBackbone):
                 m.reset_parameters()
             elif isinstance(m, OverlappedPatchAttention):
                 nn.init.zeros_(m.relative_position_bias_table)
-
