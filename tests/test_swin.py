@@ -14,7 +14,8 @@ from torch import nn
 from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from projects.swin import SwinBackbone, SwinV2Backbone, convert_swin_checkpoint
 from projects.swin.swin import (SwinBlockV2, WindowAttentionV2, gather_windows, linear,
-                                scatter_windows, shift_window_mask, window_layout)
+                                scatter_windows, shift_window_mask, window_attention,
+                                window_layout)
 
 
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
@@ -188,6 +189,22 @@ def test_inference_linear_matches_torch(gelu):
     with torch.no_grad():
         assert torch.allclose(linear(x, weight, bias, gelu), expected, atol=1e-4)
     assert torch.equal(linear(x, weight, bias, gelu), expected)  # autograd: F.linear itself
+
+
+@pytest.mark.parametrize('per_window_mask', [False, True])
+@pytest.mark.parametrize('scale', [None, 1.0])
+def test_inference_window_attention_matches_sdpa(per_window_mask, scale):
+    """The no-grad per-head products equal SDPA on strided q/k/v views as the blocks pass them
+    (position bias broadcast over windows, or one mask per window)."""
+    windows, heads, N, d = 5, 3, 49, 8
+    qkv = torch.randn(windows, N, 3, heads, d).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # (windows, heads, N, d) views
+    mask = torch.randn(windows if per_window_mask else 1, heads, N, N)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    with torch.no_grad():
+        fast = window_attention(q, k, v, mask, scale)
+    assert fast.shape == expected.shape
+    assert torch.allclose(fast, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize('cls', [SwinBackbone, SwinV2Backbone])
