@@ -292,8 +292,8 @@ class WindowAttentionBase(nn.Module):
     def attend(self, windows: Tensor, mask: Tensor) -> Tensor:
         """(B, n*N, C) tokens of n windows -> (B, n*N, C) attended and projected."""
         q, k, v = self.queries_keys_values(windows)  # (B * n, heads, N, d) each
-        out = window_attention(q, k, v, mask, self.logit_scale_factor,
-                               self.attn_drop_rate if self.training else 0.0)  # (B * n, heads, N, d)
+        dropout_p = self.attn_drop_rate if self.training else 0.0
+        out = window_attention(q, k, v, mask, self.logit_scale_factor, dropout_p)  # like q
         return linear(out.transpose(1, 2).reshape(windows.shape), self.proj.weight, self.proj.bias)
 
     def forward(self, x: Tensor, layout: WindowLayout) -> Tensor:
