@@ -62,5 +62,6 @@ default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=1, max_keep_ckpts=2),
     visualization=dict(interval=10))  # with --show-dir: paint every 10th val image
+visualizer = dict(type='ScoreOrderedDetVisualizer')  # each object's best guess drawn on top
 log_processor = dict(window_size=10)
 auto_scale_lr = dict(base_batch_size=8)

@@ -53,5 +53,7 @@ default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=1, max_keep_ckpts=2),
     visualization=dict(interval=10))  # with --show-dir: paint every 10th val image
+# Prediction pictures draw each object's best guess on top (mmdet draws the weakest last)
+visualizer = dict(type='ScoreOrderedDetVisualizer')
 log_processor = dict(window_size=10)
 auto_scale_lr = dict(enable=False, base_batch_size=8)

@@ -1,4 +1,7 @@
-"""What the plugin families share: checkpoint I/O on current torch, pretrained-weight loading."""
+"""What the plugin families share: checkpoint I/O on current torch, pretrained-weight loading,
+prediction pictures."""
 from .checkpoint_io import install as install_checkpoint_io
 
 install_checkpoint_io()
+
+from . import visualization  # noqa: E402,F401  (registers ScoreOrderedDetVisualizer)
