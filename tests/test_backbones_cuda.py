@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from backbone_helpers import randomize_
+from numeric_helpers import assert_relative_close
 from projects.moa import MOABackbone
 from projects.pvt import PVTV2Backbone
 from projects.swin import SwinBackbone, SwinV2Backbone
@@ -32,12 +33,12 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def assert_relative_close(actual, expected, tolerance):
+def assert_maps_close(actual, expected, tolerance):
     """Feature maps (CUDA, any dtype) against float32 CPU ones, relative to each map's scale."""
+    assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
         assert a.shape == e.shape
-        error = (a.float().cpu() - e).abs().max() / e.abs().max()
-        assert error.item() <= tolerance
+        assert_relative_close(a.float().cpu(), e, tolerance)
 
 
 @pytest.mark.parametrize('size', [(96, 128), (75, 110)])
@@ -48,15 +49,15 @@ def test_cuda_matches_cpu(name, size, no_tf32):
     images = torch.randn(2, 3, *size)
     with torch.no_grad():
         expected = cpu(images)
-        assert_relative_close(gpu(images.cuda()), expected, 1e-4)
+        assert_maps_close(gpu(images.cuda()), expected, 1e-4)
         with torch.autocast('cuda', dtype=torch.bfloat16):
-            assert_relative_close(gpu(images.cuda()), expected, 5e-2)
+            assert_maps_close(gpu(images.cuda()), expected, 5e-2)
 
     cpu.train(), gpu.train()
     for model, device in ((cpu, 'cpu'), (gpu, 'cuda')):
         outs = model(images.to(device))
         sum(o.square().mean() for o in outs).backward()
-    assert_relative_close(gpu(images.cuda()), cpu(images), 1e-4)
+    assert_maps_close(gpu(images.cuda()), cpu(images), 1e-4)
     for (param_name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
         if p_cpu.grad is None:
             assert p_gpu.grad is None, param_name

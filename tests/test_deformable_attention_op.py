@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from numeric_helpers import assert_relative_close
 from projects.common.benchmark import measure
 from projects.deformable_attention import multi_scale_deformable_attention, ops
 
@@ -65,12 +66,6 @@ def outputs_and_grads(fn, inputs, grad_seed=2):
     output = fn(leaves[0], spatial_shapes, level_start_index, leaves[1], leaves[2])
     grad_output = torch.randn(output.shape, generator=torch.Generator().manual_seed(grad_seed))
     return (output, ) + torch.autograd.grad(output, leaves, grad_output.to(output))
-
-
-def assert_relative_close(actual, expected, tolerance):
-    """max |actual - expected| <= tolerance * max |expected|."""
-    scale = max(expected.abs().max().item(), 1e-6) if expected.numel() else 1.0
-    assert (actual - expected).abs().max().item() <= tolerance * scale, (actual, expected)
 
 
 @requires_mmcv

@@ -177,10 +177,11 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: Optio
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                               dropout_p=dropout_p)
     nW, heads, N, d = q.shape
+    scale = d**-0.5 if scale is None else scale
     out = q.new_empty(nW, N, heads, d)
     for head in range(heads):
         scores = torch.baddbmm(mask[:, head], q[:, head], k[:, head].transpose(1, 2),
-                               alpha=d**-0.5 if scale is None else scale)  # (nW, N, N)
+                               alpha=scale)  # (nW, N, N)
         out[:, :, head] = torch.bmm(scores.softmax(-1), v[:, head])
     return out.transpose(1, 2)
 
