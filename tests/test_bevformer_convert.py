@@ -7,17 +7,20 @@ import os
 import os.path as osp
 import runpy
 import sys
+import warnings
 from collections import OrderedDict
 
 import pytest
 import torch
 from mmdet3d.registry import MODELS
+from official_bevformer_reference import (HEAD, TRANSFORMER, OfficialSizes,
+                                          random_official_state_dict, small_detector_cfg)
 from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
 
 import projects  # noqa: F401  (safe checkpoint loading)
 import projects.bevformer  # noqa: F401  (registers BEVFormerDetector)
 from projects.bevformer.convert import (CONVERTER_COMMAND, OFFICIAL_CLASSES,
-                                        OfficialCheckpointError, can_bus_zero_input_output,
+                                        OFFICIAL_WEIGHTS_MARKER, OfficialCheckpointError,
                                         convert_official_bevformer,
                                         install_official_checkpoint_guard,
                                         looks_like_official_bevformer, main)
@@ -28,113 +31,21 @@ DEFAULT_SCOPE = 'mmdet3d'
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools/model_converters/bevformer_official_to_ours.py')
 
-EMBED, HEADS, FFN, BEV_H, BEV_W = 32, 2, 64, 6, 6
-ENCODER_LAYERS, DECODER_LAYERS, QUERIES, CLASSES, CAMS, LEVELS = 1, 2, 10, 10, 6, 1
-TSA_POINTS, SCA_POINTS, DECODER_POINTS = 4, 8, 4
-H, T = 'pts_bbox_head.', 'pts_bbox_head.transformer.'
+SIZES = OfficialSizes()
+H, T = HEAD, TRANSFORMER
 CAN_BUS_KEYS = [T + f'can_bus_mlp.{m}.{p}' for m in ('0', '2', 'norm') for p in ('weight', 'bias')]
 
 
-def _detector():
-    cfg = dict(
-        type='BEVFormerDetector',
-        data_preprocessor=dict(type='Det3DDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
-        img_backbone=dict(type='mmdet.ResNet', depth=18, num_stages=4, out_indices=(3, ),
-                          norm_cfg=dict(type='BN', requires_grad=False), norm_eval=True,
-                          style='pytorch'),
-        img_neck=dict(type='mmdet.FPN', in_channels=[512], out_channels=EMBED, start_level=0,
-                      add_extra_convs='on_output', num_outs=1),
-        encoder=dict(type='BEVFormerEncoder', bev_h=BEV_H, bev_w=BEV_W, num_layers=ENCODER_LAYERS,
-                     embed_dims=EMBED, num_cams=CAMS, num_feature_levels=LEVELS,
-                     layer_cfg=dict(feedforward_channels=FFN,
-                                    self_attn_cfg=dict(num_heads=HEADS, num_points=TSA_POINTS),
-                                    cross_attn_cfg=dict(num_heads=HEADS, num_points=SCA_POINTS))),
-        bbox_head=dict(type='BEVFormerHead', num_classes=CLASSES, num_query=QUERIES,
-                       num_layers=DECODER_LAYERS, embed_dims=EMBED, num_heads=HEADS,
-                       num_points=DECODER_POINTS, feedforward_channels=FFN))
-    return MODELS.build(cfg)
-
-
-def _official_shapes():
-    """Official key -> shape, from the official modules' constructors (PerceptionTransformer,
-    TemporalSelfAttention with num_bev_queue=2 and num_levels=1, SpatialCrossAttention around
-    MSDeformableAttention3D, mmcv 1.x MultiheadAttention / FFN / BaseTransformerLayer,
-    CustomMSDeformableAttention, BEVFormerHead with with_box_refine=True)."""
-    C = EMBED
-    shapes = {
-        H + 'bev_embedding.weight': (BEV_H * BEV_W, C),
-        H + 'positional_encoding.row_embed.weight': (BEV_H, C // 2),
-        H + 'positional_encoding.col_embed.weight': (BEV_W, C // 2),
-        H + 'query_embedding.weight': (QUERIES, 2 * C),
-        H + 'code_weights': (10, ),
-        T + 'level_embeds': (LEVELS, C),
-        T + 'cams_embeds': (CAMS, C),
-        T + 'reference_points.weight': (3, C),
-        T + 'reference_points.bias': (3, ),
-        T + 'can_bus_mlp.0.weight': (C // 2, 18),
-        T + 'can_bus_mlp.0.bias': (C // 2, ),
-        T + 'can_bus_mlp.2.weight': (C, C // 2),
-        T + 'can_bus_mlp.2.bias': (C, ),
-        T + 'can_bus_mlp.norm.weight': (C, ),
-        T + 'can_bus_mlp.norm.bias': (C, ),
-    }
-
-    def linear(prefix, out_features, in_features):
-        shapes[prefix + '.weight'] = (out_features, in_features)
-        shapes[prefix + '.bias'] = (out_features, )
-
-    def ffn_and_norms(layer):
-        linear(layer + 'ffns.0.layers.0.0', FFN, C)
-        linear(layer + 'ffns.0.layers.1', C, FFN)
-        for n in range(3):
-            shapes[layer + f'norms.{n}.weight'] = shapes[layer + f'norms.{n}.bias'] = (C, )
-
-    for i in range(ENCODER_LAYERS):
-        layer = T + f'encoder.layers.{i}.'
-        tsa, sca = layer + 'attentions.0.', layer + 'attentions.1.'
-        linear(tsa + 'sampling_offsets', 2 * HEADS * 1 * TSA_POINTS * 2, 2 * C)
-        linear(tsa + 'attention_weights', 2 * HEADS * 1 * TSA_POINTS, 2 * C)
-        linear(tsa + 'value_proj', C, C)
-        linear(tsa + 'output_proj', C, C)
-        linear(sca + 'deformable_attention.sampling_offsets', HEADS * LEVELS * SCA_POINTS * 2, C)
-        linear(sca + 'deformable_attention.attention_weights', HEADS * LEVELS * SCA_POINTS, C)
-        linear(sca + 'deformable_attention.value_proj', C, C)
-        linear(sca + 'output_proj', C, C)
-        ffn_and_norms(layer)
-    for i in range(DECODER_LAYERS):
-        layer = T + f'decoder.layers.{i}.'
-        shapes[layer + 'attentions.0.attn.in_proj_weight'] = (3 * C, C)
-        shapes[layer + 'attentions.0.attn.in_proj_bias'] = (3 * C, )
-        linear(layer + 'attentions.0.attn.out_proj', C, C)
-        linear(layer + 'attentions.1.sampling_offsets', HEADS * 1 * DECODER_POINTS * 2, C)
-        linear(layer + 'attentions.1.attention_weights', HEADS * 1 * DECODER_POINTS, C)
-        linear(layer + 'attentions.1.value_proj', C, C)
-        linear(layer + 'attentions.1.output_proj', C, C)
-        ffn_and_norms(layer)
-        for j in (0, 3):  # cls: Linear, LN, ReLU, Linear, LN, ReLU, Linear
-            linear(H + f'cls_branches.{i}.{j}', C, C)
-            shapes[H + f'cls_branches.{i}.{j + 1}.weight'] = (C, )
-            shapes[H + f'cls_branches.{i}.{j + 1}.bias'] = (C, )
-        linear(H + f'cls_branches.{i}.6', CLASSES, C)
-        for j in (0, 2):  # reg: Linear, ReLU, Linear, ReLU, Linear
-            linear(H + f'reg_branches.{i}.{j}', C, C)
-        linear(H + f'reg_branches.{i}.4', 10, C)
-    return shapes
+def _detector(**encoder_options):
+    return MODELS.build(small_detector_cfg(SIZES, **encoder_options))
 
 
 def _official_state_dict(seed: int = 0) -> 'OrderedDict[str, torch.Tensor]':
     """Random tensors under the official keys; the backbone and neck under mmdet 2.x's names
     (the same as mmdet 3.x's, taken from our model)."""
-    generator = torch.Generator().manual_seed(seed)
-    state = OrderedDict()
-    for key, value in _detector().state_dict().items():
-        if key.startswith(('img_backbone.', 'img_neck.')):
-            state[key] = (value.clone() if value.dtype == torch.long else
-                          torch.randn(value.shape, generator=generator))
-    for key, shape in _official_shapes().items():
-        state[key] = torch.randn(shape, generator=generator)
-    return state
+    image_part = {k: v for k, v in _detector().state_dict().items()
+                  if k.startswith(('img_backbone.', 'img_neck.'))}
+    return random_official_state_dict(image_part, SIZES, seed)
 
 
 def test_converted_official_weights_load_strictly_and_land_where_expected():
@@ -145,8 +56,8 @@ def test_converted_official_weights_load_strictly_and_land_where_expected():
     assert not result.missing_keys and not result.unexpected_keys
     # every official key is either mapped or dropped for a documented reason
     assert len(report.mapped) + len(report.dropped) == len(official)
-    assert sorted(k for k, _ in report.dropped) == sorted(CAN_BUS_KEYS + [H + 'code_weights'])
-    assert not report.exact
+    assert [k for k, _ in report.dropped] == [H + 'code_weights']
+    assert report.exact
 
     ours = detector.state_dict()
     landed = {
@@ -170,7 +81,6 @@ def test_converted_official_weights_load_strictly_and_land_where_expected():
             'bbox_head.layers.1.cross_attn.sampling_offsets.bias',
         T + 'decoder.layers.0.ffns.0.layers.0.0.weight': 'bbox_head.layers.0.ffn.layers.0.0.weight',
         T + 'cams_embeds': 'encoder.cams_embeds',
-        T + 'level_embeds': 'encoder.level_embeds',
         T + 'reference_points.weight': 'bbox_head.reference_points.weight',
         H + 'bev_embedding.weight': 'encoder.bev_embedding.weight',
         H + 'positional_encoding.row_embed.weight': 'encoder.positional_encoding.row_embed.weight',
@@ -183,21 +93,28 @@ def test_converted_official_weights_load_strictly_and_land_where_expected():
         'img_backbone.layer4.1.bn2.running_var': 'img_backbone.layer4.1.bn2.running_var',
         'img_neck.lateral_convs.0.conv.weight': 'img_neck.lateral_convs.0.conv.weight',
         'img_neck.fpn_convs.0.conv.bias': 'img_neck.fpn_convs.0.conv.bias',
+        T + 'can_bus_mlp.0.weight': 'encoder.can_bus_mlp.0.weight',
+        T + 'can_bus_mlp.norm.bias': 'encoder.can_bus_mlp.norm.bias',
     }
     for official_key, our_key in landed.items():
         assert torch.equal(ours[our_key], official[official_key]), (official_key, our_key)
+    # the official transformer keeps 4 level embeddings; the one-level model used row 0
+    assert official[T + 'level_embeds'].shape[0] == 4
+    assert torch.equal(ours['encoder.level_embeds'], official[T + 'level_embeds'][:1])
+    assert [key for key, _ in report.cut] == ['encoder.level_embeds']
+    assert 'rows 0..0 of 4' in report.summary()
 
 
 def test_regression_branches_go_from_the_0_17_to_the_1_x_box_code():
     official = _official_state_dict()
     converted, report = convert_official_bevformer(official)
     assert sorted(report.box_code_keys) == sorted(
-        f'bbox_head.reg_branches.{i}.4.{p}' for i in range(DECODER_LAYERS)
+        f'bbox_head.reg_branches.{i}.4.{p}' for i in range(SIZES.decoder_layers)
         for p in ('weight', 'bias'))
     renamed_only = OrderedDict(
         (new, official[old]) for old, new in report.mapped)
     expected = convert_head_state_dict_from_v017(renamed_only, prefix='bbox_head.')
-    for i in range(DECODER_LAYERS):
+    for i in range(SIZES.decoder_layers):
         for p in ('weight', 'bias'):
             final = f'bbox_head.reg_branches.{i}.4.{p}'
             raw = official[H + f'reg_branches.{i}.4.{p}']
@@ -209,28 +126,32 @@ def test_regression_branches_go_from_the_0_17_to_the_1_x_box_code():
         assert torch.equal(converted[hidden], official[H + f'reg_branches.{i}.2.weight'])
 
 
-def test_can_bus_drop_is_reported_with_its_consequence():
+def test_can_bus_mlp_is_dropped_only_where_the_source_never_used_it():
     official = _official_state_dict()
-    _, report = convert_official_bevformer(official)
-    text = report.summary()
-    assert 'CAN-bus' in text and 'not an exact reproduction' in text
-    assert 'pts_bbox_head.transformer.can_bus_mlp.0.weight' in text
-    # the MLP's output for a zero CAN-bus vector: not zero (its bias path), as reported
-    mlp = torch.nn.Sequential(torch.nn.Linear(18, EMBED // 2), torch.nn.ReLU(),
-                              torch.nn.Linear(EMBED // 2, EMBED), torch.nn.ReLU(),
-                              torch.nn.LayerNorm(EMBED))
-    mlp.load_state_dict({k.replace(T + 'can_bus_mlp.', '').replace('norm.', '4.'): official[k]
-                         for k in CAN_BUS_KEYS})
-    with torch.no_grad():
-        reference = mlp(torch.zeros(18))
-    torch.testing.assert_close(can_bus_zero_input_output(official), reference)
-    assert report.can_bus_zero_norm == pytest.approx(float(reference.norm()), rel=1e-5)
-    assert report.can_bus_zero_norm > 0
-
-    # a source config with use_can_bus=False never used the MLP: dropping it is exact
     meta = dict(config="transformer=dict(type='PerceptionTransformer', use_can_bus=False)")
-    _, unused = convert_official_bevformer(official, meta=meta)
+    converted, unused = convert_official_bevformer(official, meta=meta)
+    assert sorted(k for k, _ in unused.dropped) == sorted(CAN_BUS_KEYS + [H + 'code_weights'])
     assert unused.exact and 'changes nothing' in unused.summary()
+    assert not any('can_bus' in key for key in converted)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # set as the source was: no warning
+        _detector(use_can_bus=False).load_state_dict(converted, strict=True)
+    with pytest.warns(UserWarning, match='set use_can_bus=False'):
+        _detector(use_can_bus=True).load_state_dict(converted, strict=False)
+
+
+def test_official_weights_in_an_encoder_set_otherwise_warn_naming_the_switches():
+    converted, _ = convert_official_bevformer(_official_state_dict())
+    assert OFFICIAL_WEIGHTS_MARKER in converted
+    detector = _detector(temporal_alignment='exact', hit_area='image')
+    for load in (lambda: detector.load_state_dict(converted, strict=True),
+                 lambda: mmengine_load_state_dict(detector, converted, strict=True)):
+        with pytest.warns(UserWarning, match="temporal_alignment='official', hit_area='padded'"):
+            load()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        _detector().load_state_dict(converted, strict=True)  # set as official: silent
+    assert OFFICIAL_WEIGHTS_MARKER in converted  # the loaders did not change the caller's dict
 
 
 def test_non_official_checkpoints_are_rejected_and_recognised():
@@ -279,7 +200,7 @@ def test_command_line_round_trip(tmp_path, monkeypatch, capsys):
     torch.save(dict(state_dict=official, meta=meta), src)
     assert _run_tool([src, dst, '--report'], monkeypatch) == 0
     out = capsys.readouterr().out
-    assert f'mapped {len(official) - 7} tensors, dropped 7' in out
+    assert f'mapped {len(official) - 1} tensors, dropped 1' in out
     assert 'pts_bbox_head.transformer.encoder.layers.0.attentions.1.output_proj.weight -> ' \
            'encoder.layers.0.cross_attn.output_proj.weight' in out
     assert os.listdir(tmp_path / 'out') == ['converted.pth']  # no temporary file left
@@ -289,7 +210,7 @@ def test_command_line_round_trip(tmp_path, monkeypatch, capsys):
     assert list(saved['state_dict']) == list(expected)
     assert all(torch.equal(saved['state_dict'][k], v) for k, v in expected.items())
     assert saved['meta']['converted_from'] == src
-    assert {d['key'] for d in saved['meta']['dropped']} == set(CAN_BUS_KEYS + [H + 'code_weights'])
+    assert {d['key'] for d in saved['meta']['dropped']} == {H + 'code_weights'}
     assert saved['meta']['dataset_meta'] == dict(classes=list(NUSCENES_CLASSES))
     _detector().load_state_dict(saved['state_dict'], strict=True)
 
@@ -315,7 +236,7 @@ def test_pickled_objects_need_unsafe_pickle(tmp_path, capsys):
 def test_layout_that_ours_cannot_mean_is_named():
     official = _official_state_dict()
     key = T + 'encoder.layers.0.attentions.0.sampling_offsets.weight'
-    official[key] = torch.zeros(official[key].shape[0], EMBED)  # a single-frame TSA
+    official[key] = torch.zeros(official[key].shape[0], SIZES.embed)  # a single-frame TSA
     with pytest.raises(ValueError, match='2 \\* embed_dims'):
         convert_official_bevformer(official)
 

@@ -9,6 +9,7 @@ from mmengine.structures import InstanceData
 
 import projects  # noqa: F401
 from projects.bevformer.rig import nuscenes_rig_lidar2img
+from projects.bevformer.sampler import SceneShardSampler, scene_shards
 
 DEFAULT_SCOPE = 'mmdet3d'
 IMAGE_HW = (64, 96)
@@ -166,3 +167,38 @@ def test_encoder_and_head_ranges_must_agree():
                 num_heads=2, feedforward_channels=64, point_cloud_range=[-30, -30, -3, 30, 30, 3])
     with pytest.raises(ValueError, match='bbox_head.point_cloud_range'):
         _tiny_detector(bbox_head=head)
+
+
+@pytest.mark.parametrize('num_shards', [1, 2, 3, 5])
+def test_scene_shards_keep_scenes_whole_contiguous_and_balanced(num_shards):
+    scenes = ['a'] * 12 + ['b'] * 12 + ['c'] * 3 + ['d'] * 12 + ['e'] * 1
+    shards = scene_shards(scenes, num_shards)
+    assert len(shards) == num_shards
+    assert sum(shards, []) == list(range(len(scenes)))  # every sample once, in order
+    for shard in shards:
+        for scene in {scenes[i] for i in shard}:  # a scene is on one shard only
+            assert [i for i in shard if scenes[i] == scene] == [
+                i for i, s in enumerate(scenes) if s == scene]
+    if num_shards == 2:
+        assert [len(s) for s in shards] == [24, 16]
+    if num_shards == 5:  # scene middles at 6, 18, 25.5, 33, 39.5 of 40: shard 1 gets none
+        assert [len(s) for s in shards] == [12, 0, 12, 3, 13]
+
+
+def test_scene_shard_sampler_refuses_shuffling_and_data_without_scenes():
+    class Frames:
+        def __init__(self, infos):
+            self.infos, self.ann_file = infos, 'infos.pkl'
+
+        def __len__(self):
+            return len(self.infos)
+
+        def get_data_info(self, index):
+            return self.infos[index]
+
+    sampler = SceneShardSampler(Frames([dict(scene_token='a')] * 3))
+    assert list(sampler) == [0, 1, 2] and len(sampler) == 3  # one process: everything, in order
+    with pytest.raises(ValueError, match='shuffle=False'):
+        SceneShardSampler(Frames([dict(scene_token='a')]), shuffle=True)
+    with pytest.raises(ValueError, match='scene_token .*infos.pkl.*--augment'):
+        SceneShardSampler(Frames([dict(token='x')]))

@@ -34,7 +34,7 @@ def _level_inputs(bs, num_cams, channels, shapes, seed=1):
     return feats, spatial_shapes, starts
 
 
-def _slow_cross_attention(attn, query, query_pos, feats, shapes, points_cam, mask):
+def _slow_cross_attention(attn, query, feats, shapes, points_cam, mask):
     """Every (sample, camera, query) on its own through mmcv's op, then masked, summed over
     cameras and divided by the cameras that saw the query."""
     bs, num_queries, channels = query.shape
@@ -45,7 +45,7 @@ def _slow_cross_attention(attn, query, query_pos, feats, shapes, points_cam, mas
     for b in range(bs):
         total = torch.zeros(num_queries, channels)
         seen = torch.zeros(num_queries)
-        q = query[b] + query_pos[b]
+        q = query[b]
         for cam in range(num_cams):
             value = attn.value_proj(feats[b, cam]).view(1, -1, heads, channels // heads)
             offsets = attn.sampling_offsets(q).view(num_queries, heads, levels,
@@ -72,16 +72,14 @@ def test_spatial_cross_attention_matches_per_camera_reference_for_batch_of_two()
     bs, num_cams, num_queries = 2, 3, 12
     feats, spatial_shapes, starts = _level_inputs(bs, num_cams, channels, shapes)
     query = torch.randn(bs, num_queries, channels)
-    query_pos = torch.randn(bs, num_queries, channels)
     points_cam = torch.rand(bs, num_cams, num_queries, 2, 2) * 1.2 - 0.1
     # different hits per sample (the original code used sample 0's for all), query 0 hit by none
     mask = torch.rand(bs, num_cams, num_queries, 2) > 0.5
     mask[:, :, 0] = False
     mask[1, 2] = False
     with torch.no_grad():
-        ours = attn(query, query_pos, feats, spatial_shapes, starts, points_cam, mask)
-        reference = _slow_cross_attention(attn, query, query_pos, feats, spatial_shapes,
-                                          points_cam, mask)
+        ours = attn(query, feats, spatial_shapes, starts, points_cam, mask)
+        reference = _slow_cross_attention(attn, query, feats, spatial_shapes, points_cam, mask)
     assert torch.allclose(ours, reference, atol=1e-5)
     # a query no camera sees gets only the output bias added
     assert torch.allclose(ours[:, 0], query[:, 0] + attn.output_proj.bias, atol=1e-6)
@@ -101,8 +99,8 @@ def test_spatial_cross_attention_ignores_cameras_a_query_does_not_hit():
     changed = feats.clone()
     changed[0, 1] += 5.0  # camera 1's features change
     with torch.no_grad():
-        before = attn(query, torch.zeros_like(query), feats, shapes, starts, points_cam, mask)
-        after = attn(query, torch.zeros_like(query), changed, shapes, starts, points_cam, mask)
+        before = attn(query, feats, shapes, starts, points_cam, mask)
+        after = attn(query, changed, shapes, starts, points_cam, mask)
     assert torch.equal(before[0, :2], after[0, :2])
     assert not torch.allclose(before[0, 2:], after[0, 2:])
 
@@ -278,6 +276,9 @@ def test_pillar_points_project_into_the_camera_that_sees_them():
     (dict(layer_cfg=dict(cross_attn_cfg=dict(num_points=3))), 'multiple of num_heights'),
     (dict(layer_cfg=dict(self_attn_cfg=dict(num_heads=3))), 'divisible by num_heads'),
     (dict(layer_cfg=dict(self_attn_cfg=dict(sampling_op='cuda'))), 'sampling_op'),
+    (dict(temporal_alignment='ego'), 'temporal_alignment must be one of'),
+    (dict(hit_area='content'), 'hit_area must be one of'),
+    (dict(rotate_center=[1, 2, 3]), 'rotate_center must be'),
 ])
 def test_bad_encoder_configs_are_named(cfg, message):
     with pytest.raises(ValueError, match=message):
@@ -291,3 +292,30 @@ def test_wrong_feature_levels_or_cameras_are_named():
         encoder([torch.randn(1, 2, 16, 6, 8)], lidar2img, image_hw, (48, 64))
     with pytest.raises(ValueError, match='num_cams, embed_dims'):
         encoder([torch.randn(1, 3, 16, 6, 8)] * 2, lidar2img, image_hw, (48, 64))
+
+
+@pytest.mark.parametrize('options', [dict(use_can_bus=True), dict(temporal_alignment='official')])
+def test_an_encoder_that_needs_the_can_bus_says_so(options):
+    encoder = _tiny_encoder(**options)
+    lidar2img, image_hw = _two_cameras()
+    feats = [torch.randn(1, 2, 16, 6, 8), torch.randn(1, 2, 16, 3, 4)]
+    with pytest.raises(ValueError, match='can_bus .*--can-bus-root'):
+        encoder(feats, lidar2img, image_hw, (48, 64))
+    with pytest.raises(ValueError, match=r'can_bus must be \(bs, 18\)'):
+        encoder(feats, lidar2img, image_hw, (48, 64), can_bus=torch.zeros(1, 16))
+    assert encoder(feats, lidar2img, image_hw, (48, 64), can_bus=torch.zeros(1, 18)).shape == (
+        1, 48, 16)
+
+
+def test_padded_hit_area_counts_the_padding_strip_as_the_official_code():
+    """Camera 0 sees 64x48 pixels of content in a 64x64 padded input: a point projecting to row
+    56 (in the bottom padding strip) hits only with hit_area='padded'; the image border pixel
+    (column 0) hits only with 'image' (the official test is strict: 0 < u)."""
+    lidar2img, image_hw = _two_cameras()
+    # camera 0 (looking along +x): u = 32 - 40 y / x, v = 24 - 40 z / x
+    below = torch.tensor([[5.0, 0.0, -(56 - 24) * 5.0 / 40]])  # v = 24 + 40 * (-z) / x = 56
+    left_edge = torch.tensor([[5.0, 32 * 5.0 / 40, 0.0]])  # u = 32 - 40 * y / x = 0
+    for points, padded_hit, image_hit in [(below, True, False), (left_edge, False, True)]:
+        _, padded = project_to_cameras(points, lidar2img, image_hw, (64, 64), 'padded')
+        _, image = project_to_cameras(points, lidar2img, image_hw, (64, 64), 'image')
+        assert bool(padded[0, 0, 0]) == padded_hit and bool(image[0, 0, 0]) == image_hit

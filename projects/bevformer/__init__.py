@@ -7,9 +7,10 @@ from .attention import BEVSpatialCrossAttention, BEVTemporalSelfAttention
 from .detector import BEVFormerDetector
 from .encoder import BEVFormerEncoder, BEVFormerEncoderLayer
 from .head import BEVFormerHead, BoxCodeL1Cost, convert_head_state_dict_from_v017
+from .sampler import SceneShardSampler
 
 __all__ = [
     'BEVFormerDetector', 'BEVFormerEncoder', 'BEVFormerEncoderLayer', 'BEVFormerHead',
     'BEVSpatialCrossAttention', 'BEVTemporalSelfAttention', 'BoxCodeL1Cost',
-    'convert_head_state_dict_from_v017'
+    'SceneShardSampler', 'convert_head_state_dict_from_v017'
 ]

@@ -107,7 +107,9 @@ class BEVTemporalSelfAttention(_DeformableProjections):
             query: (bs, Q, C) this layer's input, Q = bev_h * bev_w.
             query_pos: (bs, Q, C) its positional embedding.
             previous_bev: (bs, Q, C) aligned previous BEV, or None for none in the batch.
-            reference_points: (Q, 2) normalised (x, y) of each cell centre in the BEV map.
+            reference_points: (Q, 2) or (bs, Q, 2) normalised (x, y) in the BEV map around
+                which both maps are sampled (the cell centres; shifted by the ego motion under
+                the official temporal alignment).
             bev_hw: (1, 2) long tensor [[bev_h, bev_w]].
             has_previous: (bs,) bool, False where a sample's previous BEV is unusable (first
                 frame, scene change).
@@ -141,7 +143,9 @@ class BEVTemporalSelfAttention(_DeformableProjections):
         offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6).flatten(0, 1)
         weights = weights.permute(0, 3, 1, 2, 4).flatten(0, 1)[..., None, :]
         bev_size_xy = bev_hw.flip(-1).to(offsets.dtype)  # (1, 2) as (W, H)
-        locations = reference_points[None, :, None, None, None, :] + offsets / bev_size_xy
+        reference_points = reference_points.to(offsets.dtype).expand(bs, num_queries, 2)
+        reference_points = reference_points.repeat_interleave(frames, dim=0)  # (bs * 2, Q, 2)
+        locations = reference_points[:, :, None, None, None, :] + offsets / bev_size_xy
         level_start = bev_hw.new_zeros(1)
         sampled = self.sampling_op(values, bev_hw, level_start, locations, weights)
         sampled = sampled.view(bs, frames, num_queries, self.embed_dims).mean(1)
@@ -169,13 +173,14 @@ class BEVSpatialCrossAttention(_DeformableProjections):
                          dropout=dropout, sampling_op=sampling_op, init_cfg=init_cfg)
         self.num_levels, self.num_heights = num_levels, num_heights
 
-    def forward(self, query: Tensor, query_pos: Tensor, img_feats: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor,
-                reference_points_cam: Tensor, bev_mask: Tensor) -> Tensor:
+    def forward(self, query: Tensor, img_feats: Tensor, spatial_shapes: Tensor,
+                level_start_index: Tensor, reference_points_cam: Tensor,
+                bev_mask: Tensor) -> Tensor:
         """
         Args:
-            query: (bs, Q, C) BEV queries.
-            query_pos: (bs, Q, C) their positional embedding.
+            query: (bs, Q, C) BEV queries. No positional embedding is added: the official
+                BEVFormer layer gives it to the temporal self-attention only, and the pillar's
+                projections already say where a query is.
             img_feats: (bs, num_cams, num_keys, C) every camera's levels flattened and
                 concatenated (num_keys = sum of h * w).
             spatial_shapes: (num_levels, 2) long (h, w) per level; level_start_index:
@@ -198,8 +203,8 @@ class BEVSpatialCrossAttention(_DeformableProjections):
         hits = bev_mask.any(-1)  # (bs, cams, Q)
         hit_index, hit_valid = _pack_hits(hits)  # (bs, cams, M)
         rows = hit_index.shape[-1]
-        query_with_pos = (query + query_pos)[:, None].expand(bs, num_cams, num_queries, embed_dims)
-        packed_query = _gather_queries(query_with_pos, hit_index)  # (bs, cams, M, C)
+        per_camera = query[:, None].expand(bs, num_cams, num_queries, embed_dims)
+        packed_query = _gather_queries(per_camera, hit_index)  # (bs, cams, M, C)
         packed_points = _gather_queries(reference_points_cam.flatten(-2), hit_index)
         packed_points = packed_points.view(bs * num_cams, rows, self.num_heights, 2)
         packed_query = packed_query.flatten(0, 1)  # (bs * cams, M, C)

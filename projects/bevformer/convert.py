@@ -30,7 +30,8 @@ attention_weights, value_proj, output_proj)::
                                                         final cls Linear's rows from the official
                                                         class order (OFFICIAL_CLASSES) to mmdet3d
                                                         1.x's (NUSCENES_CLASSES)
-    T.can_bus_mlp.*                                     dropped (see below)
+    T.can_bus_mlp.{0,2,norm}.{p}                        encoder.can_bus_mlp.{0,2,norm}.{p}
+                                                        (build the encoder with use_can_bus=True)
     H.code_weights                                      dropped (a loss constant: ours is the
                                                         head's code_weights argument)
 
@@ -39,20 +40,19 @@ The tensor layouts are the same, so no tensor is reshaped: temporal self-attenti
 [previous BEV, query + pos] in both; spatial cross-attention offsets are (heads, levels,
 points / heights, heights, 2) with the pillar heights innermost in both (pinned against slow
 references in ``tests/test_bevformer_encoder.py``); the decoder attentions are mmcv's in both.
+One tensor is cut: the official transformer keeps 4 level embeddings whatever the number of image
+feature levels (tiny and small use row 0 only), so ``level_embeds`` keeps the rows of the levels
+the source's FPN produced (counted from ``img_neck.fpn_convs.*``).
 
-The CAN-bus MLP has no counterpart: the official encoder adds ``can_bus_mlp(can_bus)`` (18 numbers
-per frame: ego translation delta, global rotation quaternion, acceleration, rotation rate, speed,
-absolute and delta heading) to every BEV query, with ``use_can_bus=True`` in every published
-config; ours has no CAN-bus input (mmdet3d 1.x infos carry none, ego motion comes from
-``ego2global``). The official model cannot run without it: even a zero CAN-bus vector does not
-silence the MLP, which then adds the constant ``LN(relu(W2 relu(b0) + b2))`` (reported), and the
-real vector, which the network always saw, is never zero (the quaternion has unit norm). Dropping
-it therefore changes every BEV query and so the model's output: converted weights are a starting
-point for fine-tuning, not an exact reproduction of the published numbers. Other differences,
-not in the weights: the previous BEV is aligned by ego poses (``geometry.align_previous_bev``)
-instead of the CAN-bus rotation and reference-point shift; every sample of a batch uses its own
-previous BEV; base uses caffe-style BGR input normalisation (mean only, std 1) that the config
-must repeat.
+The weights compute what the official model computes only with the official code path switched
+on: ``BEVFormerEncoder(use_can_bus=True, temporal_alignment='official', hit_area='padded')``
+(``configs/bevformer/bevformer_{tiny,small,base}_*`` do so; ``docs/official_differences.md`` says
+what each switch changes) and CAN-bus values in the infos
+(``tools/data/create_nuscenes_infos.py --can-bus-root``). The converted state dict carries a
+marker (``encoder.official_bevformer_weights``) so that an encoder set otherwise warns, naming the
+switches, when it loads them. Other differences, not in the weights: every sample of a batch uses
+its own previous BEV (the official code reads sample 0's for the offsets when bs > 1); base uses
+caffe-style BGR input normalisation (mean only, std 1) that the config must repeat.
 
 ``python tools/model_converters/bevformer_official_to_ours.py SRC DST [--report]`` runs
 :func:`main`. :func:`install_official_checkpoint_guard` makes a model refuse official checkpoints
@@ -69,18 +69,19 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..common.checkpoint_io import write_atomic
 from ..datasets.nuscenes_infos import NUSCENES_CLASSES
+from .encoder import OFFICIAL_WEIGHTS_MARKER as ENCODER_WEIGHTS_MARKER
 from .head import convert_head_state_dict_from_v017
 
 __all__ = [
     'ConversionReport', 'OfficialCheckpointError', 'convert_official_bevformer',
     'looks_like_official_bevformer', 'install_official_checkpoint_guard',
     'refuse_official_state_dict', 'load_official_checkpoint', 'save_converted_checkpoint',
-    'can_bus_zero_input_output', 'main', 'CONVERTER_COMMAND', 'KEY_RULES'
+    'main', 'CONVERTER_COMMAND', 'KEY_RULES',
+    'OFFICIAL_WEIGHTS_MARKER'
 ]
 
 CONVERTER_COMMAND = ('python tools/model_converters/bevformer_official_to_ours.py '
@@ -119,18 +120,19 @@ KEY_RULES: Tuple[Tuple[str, str], ...] = (
     (_TRANSFORMER + r'reference_points\.' + _P, r'bbox_head.reference_points.\1'),
     (_HEAD + r'query_embedding\.weight', r'bbox_head.query_embedding.weight'),
     (_HEAD + r'(cls|reg)_branches\.(\d+)\.(\d+)\.' + _P, r'bbox_head.\1_branches.\2.\3.\4'),
+    (_TRANSFORMER + r'can_bus_mlp\.(0|2|norm)\.' + _P, r'encoder.can_bus_mlp.\1.\2'),
 )
 _COMPILED_RULES = tuple((re.compile(pattern), template) for pattern, template in KEY_RULES)
 
-CAN_BUS_REASON = (
-    'CAN-bus MLP: our encoder has no CAN-bus input (mmdet3d 1.x infos carry none); the official '
-    'model adds its output to every BEV query, so the converted model computes different BEV '
-    'features and detections (fine-tune; not an exact reproduction)')
 CAN_BUS_UNUSED_REASON = (
     'CAN-bus MLP: unused by the source model (its config has use_can_bus=False, the MLP output '
     'was multiplied by 0), so dropping it changes nothing')
 _CAN_BUS = re.compile(_TRANSFORMER + r'can_bus_mlp\..+')
 _CODE_WEIGHTS = re.compile(_HEAD + r'code_weights')
+_LEVEL_EMBEDS = 'encoder.level_embeds'
+_FPN_OUTPUT = re.compile(r'img_neck\.fpn_convs\.(\d+)\.')
+# What the converter adds to mark the weights as the official code path's (see the module doc).
+OFFICIAL_WEIGHTS_MARKER = 'encoder.' + ENCODER_WEIGHTS_MARKER
 # The official configs' class order (their classification rows); ours is mmdet3d 1.x's
 # (NUSCENES_CLASSES), so the rows of the last classification Linear are reordered.
 OFFICIAL_CLASSES = ('car', 'truck', 'construction_vehicle', 'bus', 'trailer', 'barrier',
@@ -155,22 +157,20 @@ class ConversionReport:
 
     mapped: (official key, our key) pairs; dropped: (official key, reason) pairs; box_code_keys:
     our keys whose rows were rewritten from the 0.17 to the 1.x box code; class_order_keys: our
-    keys whose rows were put in NUSCENES_CLASSES order; can_bus_zero_norm /
-    bev_embedding_norm: norm of the CAN-bus MLP's output for an all-zero input and the mean
-    norm of a BEV query embedding (None without those tensors); notes: findings to read.
+    keys whose rows were put in NUSCENES_CLASSES order; cut: (our key, what was kept) for
+    tensors of which only a part is used; notes: findings to read.
     """
     mapped: List[Tuple[str, str]] = field(default_factory=list)
     dropped: List[Tuple[str, str]] = field(default_factory=list)
     box_code_keys: List[str] = field(default_factory=list)
     class_order_keys: List[str] = field(default_factory=list)
-    can_bus_zero_norm: Optional[float] = None
-    bev_embedding_norm: Optional[float] = None
+    cut: List[Tuple[str, str]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
-        """Whether the converted model computes what the official one does from the weights'
-        side (no dropped key changes the output). The non-weight differences (module doc) stay."""
+        """Whether no dropped key changes the output: the converted weights, in an encoder set
+        to the official code path (module doc), compute what the official model computes."""
         return all(reason == CAN_BUS_UNUSED_REASON or reason.startswith('loss constant')
                    for _, reason in self.dropped)
 
@@ -187,6 +187,7 @@ class ConversionReport:
         for reason, keys in by_reason.items():
             lines.append(f'dropped {len(keys)}: {reason}')
             lines.extend(f'    {key}' for key in keys)
+        lines.extend(f'cut {key}: {what}' for key, what in self.cut)
         lines.extend(f'note: {note}' for note in self.notes)
         if verbose:
             lines.append('mapping (official -> ours):')
@@ -269,22 +270,6 @@ def _config_flag(meta: Optional[Mapping], name: str) -> Optional[bool]:
     return values == {'True'} if len(values) == 1 else None
 
 
-def can_bus_zero_input_output(state_dict: Mapping[str, Tensor]) -> Optional[Tensor]:
-    """(C,) what the official ``can_bus_mlp`` (Linear, ReLU, Linear, ReLU[, LayerNorm]) adds to
-    every BEV query for an all-zero CAN-bus vector; None without its weights."""
-    prefix = 'pts_bbox_head.transformer.can_bus_mlp.'
-    needed = [prefix + name for name in ('0.bias', '2.weight', '2.bias')]
-    if not all(key in state_dict for key in needed):
-        return None
-    hidden = torch.relu(state_dict[prefix + '0.bias'].double())
-    out = torch.relu(state_dict[prefix + '2.weight'].double() @ hidden
-                     + state_dict[prefix + '2.bias'].double())
-    if prefix + 'norm.weight' in state_dict:
-        out = F.layer_norm(out, out.shape, state_dict[prefix + 'norm.weight'].double(),
-                           state_dict[prefix + 'norm.bias'].double(), eps=1e-5)
-    return out.float()
-
-
 def _check_layout(state_dict: Mapping[str, Tensor]) -> None:
     """Raise for an official variant whose tensors cannot mean what ours do."""
     embedding = state_dict.get('pts_bbox_head.bev_embedding.weight')
@@ -324,8 +309,9 @@ def convert_official_bevformer(
 
     Returns:
         Our state dict (same tensors; the final Linear of every regression branch rewritten to
-        the mmdet3d 1.x box code by ``convert_head_state_dict_from_v017``) and the report. Keys
-        are renamed, never reshaped (module doc); loading into a model of another size fails there
+        the mmdet3d 1.x box code by ``convert_head_state_dict_from_v017``, the unused level
+        embeddings cut, the marker ``OFFICIAL_WEIGHTS_MARKER`` added) and the report. Keys are
+        renamed, never reshaped (module doc); loading into a model of another size fails there
         with the shapes named.
 
     Raises:
@@ -352,14 +338,13 @@ def convert_official_bevformer(
             report.dropped.append((key, f'not a tensor ({type(value).__name__})'))
             continue
         target = _rename(key)
-        if target is not None:
+        if _CAN_BUS.fullmatch(key) and uses_can_bus is False:
+            report.dropped.append((key, CAN_BUS_UNUSED_REASON))
+        elif target is not None:
             if target in renamed:
                 raise ValueError(f'two official keys map onto {target}; the second is {key}')
             renamed[target] = value
             report.mapped.append((key, target))
-        elif _CAN_BUS.fullmatch(key):
-            report.dropped.append(
-                (key, CAN_BUS_UNUSED_REASON if uses_can_bus is False else CAN_BUS_REASON))
         elif _CODE_WEIGHTS.fullmatch(key):
             report.dropped.append(
                 (key, 'loss constant, not a weight: ours is BEVFormerHead(code_weights=...); the '
@@ -374,25 +359,28 @@ def convert_official_bevformer(
     source_classes = (meta or {}).get('CLASSES') or OFFICIAL_CLASSES
     report.class_order_keys = reorder_class_rows(converted, source_classes, NUSCENES_CLASSES)
 
-    zero_output = can_bus_zero_input_output(source)
-    if zero_output is not None:
-        report.can_bus_zero_norm = float(zero_output.norm())
-        embedding = source.get('pts_bbox_head.bev_embedding.weight')
-        if embedding is not None:
-            report.bev_embedding_norm = float(embedding.float().norm(dim=-1).mean())
-        if uses_can_bus is not False:
-            report.notes.append(
-                'the CAN-bus MLP is dropped: the official model adds can_bus_mlp(can_bus) to every '
-                'BEV query and has no mode without it (even an all-zero CAN-bus vector adds the '
-                f'constant LN(relu(W2 relu(b0) + b2)), norm {report.can_bus_zero_norm:.3g}, vs. '
-                f'mean BEV query norm {report.bev_embedding_norm or float("nan"):.3g}). The '
-                'converted model\'s outputs differ from the official ones: use the weights as a '
-                'starting point for fine-tuning, not as a reproduction of the published results.')
+    _keep_used_level_embeds(converted, source, report)
+    # the marker says whether the source added the CAN-bus MLP (its value is use_can_bus)
+    converted[OFFICIAL_WEIGHTS_MARKER] = torch.tensor(int(uses_can_bus is not False))
     _notes(source, report)
     if any(reason == UNKNOWN_REASON for _, reason in report.dropped):
         report.notes.append('some keys are not part of the known official layout and were '
                             'dropped (listed above): is this a modified BEVFormer?')
     return converted, report
+
+
+def _keep_used_level_embeds(converted: 'OrderedDict[str, Tensor]', source: Mapping[str, Tensor],
+                            report: ConversionReport) -> None:
+    """Cut ``encoder.level_embeds`` (official: always 4 rows) to the source's FPN outputs."""
+    embeds = converted.get(_LEVEL_EMBEDS)
+    levels = {match.group(1) for match in map(_FPN_OUTPUT.match, source) if match}
+    if embeds is None or not levels or len(levels) >= embeds.shape[0]:
+        return
+    converted[_LEVEL_EMBEDS] = embeds[:len(levels)].clone()
+    report.cut.append((_LEVEL_EMBEDS, f'rows 0..{len(levels) - 1} of {embeds.shape[0]}: the '
+                       f'official transformer keeps {embeds.shape[0]} level embeddings, the '
+                       f'source\'s FPN has {len(levels)} output level(s) (img_neck.fpn_convs.*), '
+                       'the others were never used'))
 
 
 def reorder_class_rows(state_dict: 'OrderedDict[str, Tensor]', source_classes: Sequence[str],

@@ -17,19 +17,23 @@ Temporal behaviour:
 * inference (``video_test_mode``): the last BEV is kept with its sample token, scene and pose; the
   next frame uses it only if the kept frame is its ``prev`` keyframe (when the infos carry the
   link), in the same scene, without a jump; otherwise it starts afresh. The samples of a batch are
-  processed one after the other (each is the next frame of the sequence). Distributed testing
-  deals the frames out round-robin, so each process rarely sees a frame's predecessor: the model
-  then predicts without history (correctly, but as a single-frame model); test on one process for
-  the temporal figures. ``reset_temporal_state()`` forgets the kept BEV.
+  processed one after the other (each is the next frame of the sequence). A frame whose ``prev``
+  keyframe was not the frame processed before it (a shuffled or round-robin sampler, e.g.
+  mmengine's ``DefaultSampler`` on several processes) is predicted without history, with a
+  warning: test with ``SceneShardSampler`` (whole scenes per process, the configs' default).
+  ``reset_temporal_state()`` forgets the kept BEV.
+* CAN bus: when the infos carry it (``PackBEVInputs``' per-frame ``can_bus``), the encoder gets
+  the 18 values with the translation and heading taken relative to the frame its previous BEV
+  comes from, zero without one, as the official dataset (training) and detector (test) do.
 """
 import logging
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample
-from mmengine.dist import get_world_size
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -67,7 +71,7 @@ class BEVFormerDetector(Base3DDetector):
         self.max_ego_jump = float(max_ego_jump)
         # test-time memory: token, scene_token, lidar2global and bev (1, Q, C) of the last frame
         self._previous_frame: Optional[dict] = None
-        self._warned_distributed = False
+        self._warned_missing_predecessor = False
         # official BEVFormer weights (mmdet3d 0.17 layout) are refused, naming the converter
         install_official_checkpoint_guard(self)
 
@@ -142,12 +146,39 @@ class BEVFormerDetector(Base3DDetector):
         tokens = meta.get('frame_tokens')
         return bool(tokens) and bool(tokens[frame]) and tokens[frame] == tokens[frame - 1]
 
+    @staticmethod
+    def _can_bus_input(current: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
+        """(18,) the encoder's CAN-bus input from absolute vectors (``PackBEVInputs``' per-frame
+        ``can_bus``): translation [0:3] and heading [17] (degrees) relative to the previous
+        frame, zero without one; the rest absolute (the official dataset's and detector's
+        convention, without wrapping the heading difference)."""
+        values = np.array(current, dtype=np.float64)
+        if previous is None:
+            values[:3], values[17] = 0.0, 0.0
+        else:
+            values[:3] -= previous[:3]
+            values[17] -= previous[17]
+        return values
+
+    @staticmethod
+    def _can_bus_tensor(metas: List[dict], frame: int, previous: List[Optional[np.ndarray]],
+                        device) -> Optional[Tensor]:
+        """(B, 18) CAN-bus input of ``frame`` (``previous``: each sample's absolute vector of
+        the frame its previous BEV comes from, or None); None when the infos carry none."""
+        if 'can_bus' not in metas[0]:
+            return None
+        vectors = [BEVFormerDetector._can_bus_input(meta['can_bus'][frame], prev)
+                   for meta, prev in zip(metas, previous)]
+        return torch.from_numpy(np.stack(vectors)).float().to(device)
+
     def _encode(self, feats: List[Tensor], metas: List[dict], frame: int,
                 previous_bev: Optional[Tensor]) -> Tensor:
         """BEV (B, Q, C) of ``frame`` of every sample, using the BEV of ``frame - 1``."""
-        lidar2img, image_hw, input_hw = self._camera_geometry(metas, frame, feats[0].device)
+        device = feats[0].device
+        lidar2img, image_hw, input_hw = self._camera_geometry(metas, frame, device)
         if previous_bev is None:
-            return self.encoder(feats, lidar2img, image_hw, input_hw)
+            can_bus = self._can_bus_tensor(metas, frame, [None] * len(metas), device)
+            return self.encoder(feats, lidar2img, image_hw, input_hw, can_bus=can_bus)
         motions, follows = [], []
         for meta in metas:
             current, previous = self._lidar2global(meta, frame), self._lidar2global(meta, frame - 1)
@@ -155,10 +186,12 @@ class BEVFormerDetector(Base3DDetector):
             follows.append(not self._repeated(meta, frame)
                            and self._follows(meta['scene_token'][frame], current,
                                              meta['scene_token'][frame - 1], previous))
-        device = feats[0].device
+        previous_can_bus = [meta['can_bus'][frame - 1] if follow and 'can_bus' in meta else None
+                            for meta, follow in zip(metas, follows)]
         return self.encoder(feats, lidar2img, image_hw, input_hw, previous_bev=previous_bev,
                             current2previous=torch.stack(motions).float().to(device),
-                            has_previous=torch.tensor(follows, device=device))
+                            has_previous=torch.tensor(follows, device=device),
+                            can_bus=self._can_bus_tensor(metas, frame, previous_can_bus, device))
 
     def _history_bev(self, frames: Tensor, metas: List[dict]) -> Optional[Tensor]:
         """BEV (B, Q, C) of the frame before the current one, from the queue, without gradients."""
@@ -191,11 +224,6 @@ class BEVFormerDetector(Base3DDetector):
     def predict(self, batch_inputs_dict: dict,
                 batch_data_samples: List[Det3DDataSample]) -> List[Det3DDataSample]:
         metas = [s.metainfo for s in batch_data_samples]
-        if self.video_test_mode and get_world_size() > 1 and not self._warned_distributed:
-            print_log('BEVFormerDetector: distributed testing deals frames out round-robin, so '
-                      'most frames are predicted without their previous BEV; test on one process '
-                      'for the temporal model\'s figures', logger='current', level=logging.WARNING)
-            self._warned_distributed = True
         frames = self._frames(batch_inputs_dict, metas)
         results = []
         for index, meta in enumerate(metas):  # one after the other: each follows the previous
@@ -215,16 +243,30 @@ class BEVFormerDetector(Base3DDetector):
                   and (prev_token is None or (prev_token != '' and prev_token == kept['token']))
                   and self._follows(scene_token, lidar2global, kept['scene_token'],
                                     kept['lidar2global']))
-        lidar2img, image_hw, input_hw = self._camera_geometry([meta], frame, feats[0].device)
+        if (self.video_test_mode and prev_token and not self._warned_missing_predecessor
+                and (kept is None or kept['token'] != prev_token)):
+            print_log(f'BEVFormerDetector: sample {meta.get("token")} is predicted without its '
+                      f'previous BEV: its prev keyframe {prev_token} was not the frame tested '
+                      'before it (the sampler shuffles, deals frames round-robin or skips some); '
+                      'test with sampler=dict(type=\'SceneShardSampler\') for the temporal '
+                      'figures (warned once)', logger='current', level=logging.WARNING)
+            self._warned_missing_predecessor = True
+        device = feats[0].device
+        lidar2img, image_hw, input_hw = self._camera_geometry([meta], frame, device)
+        can_bus_input = self._can_bus_tensor([meta], frame, [kept['can_bus'] if usable else None],
+                                             device)
         if usable:
             motion = current_to_previous_lidar(lidar2global, kept['lidar2global'])
             bev = self.encoder(feats, lidar2img, image_hw, input_hw, previous_bev=kept['bev'],
-                               current2previous=motion[None].float().to(feats[0].device))
+                               current2previous=motion[None].float().to(device),
+                               can_bus=can_bus_input)
         else:
-            bev = self.encoder(feats, lidar2img, image_hw, input_hw)
+            bev = self.encoder(feats, lidar2img, image_hw, input_hw, can_bus=can_bus_input)
         if self.video_test_mode:
             self._previous_frame = dict(token=meta.get('token', ''), scene_token=scene_token,
-                                        lidar2global=lidar2global, bev=bev.detach())
+                                        lidar2global=lidar2global, bev=bev.detach(),
+                                        can_bus=meta['can_bus'][frame] if 'can_bus' in meta
+                                        else None)
         return bev
 
     def _forward(self, batch_inputs_dict: dict, batch_data_samples: List[Det3DDataSample]):

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    'check_range', 'check_bev_grid', 'bev_cell_centers', 'pillar_points', 'project_to_cameras',
-    'lidar_to_global', 'current_to_previous_lidar', 'align_previous_bev'
+    'HIT_AREAS', 'check_range', 'check_bev_grid', 'bev_cell_centers', 'pillar_points', 'project_to_cameras',
+    'lidar_to_global', 'current_to_previous_lidar', 'align_previous_bev',
+    'rotate_bev_like_torchvision', 'can_bus_bev_shift'
 ]
 
 # A point must be at least this far in front of a camera (metres along its optical axis) to hit it.
@@ -72,23 +73,32 @@ def pillar_points(bev_h: int, bev_w: int, point_cloud_range: Sequence[float],
     return torch.cat([xy, z], dim=-1)
 
 
+HIT_AREAS = ('image', 'padded')
+
+
 def project_to_cameras(points: Tensor, lidar2img: Tensor, image_hw: Tensor,
-                       input_hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+                       input_hw: Tuple[int, int], hit_area: str = 'image'
+                       ) -> Tuple[Tensor, Tensor]:
     """Projects LiDAR-frame points, the same for every sample of the batch, into every camera.
 
     Args:
         points: (..., 3) metres, e.g. pillar points (num_queries, num_heights, 3).
         lidar2img: (bs, num_cams, 4, 4) for the image the network saw (after resize/crop/flip).
-        image_hw: (bs, num_cams, 2) height and width of each camera's image content; a point hits
-            a camera when it is in front of it and inside this area.
+        image_hw: (bs, num_cams, 2) height and width of each camera's image content.
         input_hw: (H, W) of the network's input tensor (the padded batch shape): the image
             features span it, so the coordinates are normalised by it.
+        hit_area: where a point in front of a camera must land to hit it: ``'image'`` inside
+            the image content (0 <= u < width, 0 <= v < height); ``'padded'`` strictly inside the
+            padded input (0 < u / W < 1, 0 < v / H < 1), as the official BEVFormer code, whose
+            points in the bottom padding strip hit.
 
     Returns:
         reference_points_cam: (bs, num_cams, ..., 2) pixel (u, v) / (W, H), in [0, 1] over the
             input area (values for misses are finite but meaningless).
         bev_mask: (bs, num_cams, ...) bool, True where the point hits the camera.
     """
+    if hit_area not in HIT_AREAS:
+        raise ValueError(f'hit_area must be one of {HIT_AREAS}, got {hit_area!r}')
     bs, num_cams = lidar2img.shape[:2]
     point_shape = points.shape[:-1]
     flat = points.reshape(-1, 3).to(lidar2img.dtype)
@@ -96,12 +106,16 @@ def project_to_cameras(points: Tensor, lidar2img: Tensor, image_hw: Tensor,
     in_image = torch.einsum('bcij,pj->bcpi', lidar2img, homogeneous)  # (bs, cams, P, 4)
     depth = in_image[..., 2]
     pixels = in_image[..., :2] / depth.clamp(min=MIN_DEPTH)[..., None]  # (bs, cams, P, 2)
-    image_h = image_hw[..., 0].to(pixels.dtype)[:, :, None]
-    image_w = image_hw[..., 1].to(pixels.dtype)[:, :, None]
-    bev_mask = ((depth > MIN_DEPTH) & (pixels[..., 0] >= 0) & (pixels[..., 0] < image_w)
-                & (pixels[..., 1] >= 0) & (pixels[..., 1] < image_h))
     input_h, input_w = input_hw
     reference_points_cam = pixels / pixels.new_tensor([input_w, input_h])
+    if hit_area == 'image':
+        image_h = image_hw[..., 0].to(pixels.dtype)[:, :, None]
+        image_w = image_hw[..., 1].to(pixels.dtype)[:, :, None]
+        inside = ((pixels[..., 0] >= 0) & (pixels[..., 0] < image_w)
+                  & (pixels[..., 1] >= 0) & (pixels[..., 1] < image_h))
+    else:
+        inside = ((reference_points_cam > 0) & (reference_points_cam < 1)).all(-1)
+    bev_mask = (depth > MIN_DEPTH) & inside
     return (reference_points_cam.reshape(bs, num_cams, *point_shape, 2),
             bev_mask.reshape(bs, num_cams, *point_shape))
 
@@ -147,3 +161,67 @@ def align_previous_bev(previous_bev: Tensor, current2previous: Tensor,
     grid = torch.stack([grid_x, grid_y], dim=-1).reshape(bs, bev_h, bev_w, 2)
     return F.grid_sample(previous_bev, grid.to(previous_bev.dtype), mode='bilinear',
                          padding_mode='zeros', align_corners=False)
+
+
+def rotate_bev_like_torchvision(bev: Tensor, angle_deg: Tensor,
+                                center_xy: Sequence[float]) -> Tensor:
+    """The previous-BEV rotation of the official BEVFormer code (``temporal_alignment=
+    'official'``): torchvision's tensor ``rotate(img, angle, center=center_xy)``, i.e. nearest
+    neighbour, zeros outside, for a batch with one angle per sample.
+
+    torchvision turns the image ``angle`` degrees counter-clockwise as displayed (column x to the
+    right, row y down) about ``center_xy`` in pixels from the top-left corner of the first pixel:
+    output pixel (x, y), taken relative to the image centre, reads the input at
+    ``R(angle) ((x, y) - c) + c`` with ``R = [[cos, -sin], [sin, cos]]`` and ``c`` the centre
+    relative to the image centre; that point is normalised by half the image size and sampled by
+    ``grid_sample(mode='nearest', align_corners=False)``.
+
+    Args:
+        bev: (bs, C, H, W) maps.
+        angle_deg: (bs,) degrees.
+        center_xy: (x, y) pixels, the same for every sample (official default (100, 100)).
+
+    Returns:
+        (bs, C, H, W) rotated maps.
+    """
+    bs, _, height, width = bev.shape
+    dtype = bev.dtype if bev.dtype == torch.float64 else torch.float32
+    angle = torch.deg2rad(angle_deg.to(device=bev.device, dtype=dtype))
+    cos, sin = angle.cos(), angle.sin()  # (bs,)
+    center = torch.tensor([center_xy[0] - width * 0.5, center_xy[1] - height * 0.5],
+                          dtype=dtype, device=bev.device)
+    xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, width, dtype=dtype,
+                        device=bev.device)
+    ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, height, dtype=dtype,
+                        device=bev.device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')  # (H, W) pixel centres
+    rel_x, rel_y = grid_x - center[0], grid_y - center[1]
+    source_x = cos[:, None, None] * rel_x - sin[:, None, None] * rel_y + center[0]
+    source_y = sin[:, None, None] * rel_x + cos[:, None, None] * rel_y + center[1]
+    grid = torch.stack([source_x / (0.5 * width), source_y / (0.5 * height)], dim=-1)
+    return F.grid_sample(bev, grid.to(bev.dtype), mode='nearest', padding_mode='zeros',
+                         align_corners=False)
+
+
+def can_bus_bev_shift(can_bus: Tensor, point_cloud_range: Sequence[float]) -> Tensor:
+    """The official BEVFormer's shift of the BEV reference points (``temporal_alignment=
+    'official'``): the ego translation since the previous frame, turned into the current grid's
+    axes and normalised by the grid's extent.
+
+    Args:
+        can_bus: (bs, 18) official CAN-bus vectors: [0:2] translation since the previous frame in
+            the global frame (metres), [16] the absolute ego yaw (radians).
+        point_cloud_range: the BEV grid's range.
+
+    Returns:
+        (bs, 2) (x, y) shift in the normalised [0, 1] grid coordinates of the reference points:
+        ``t * (sin(b), cos(b)) / (x extent, y extent)`` with ``t`` the translation length and
+        ``b`` the ego yaw minus the translation's direction (forward motion shifts along +y).
+    """
+    x_min, y_min, _, x_max, y_max, _ = point_cloud_range
+    can_bus = can_bus.to(torch.float64)
+    delta_x, delta_y, ego_yaw = can_bus[:, 0], can_bus[:, 1], can_bus[:, 16]
+    length = torch.hypot(delta_x, delta_y)
+    bev_angle = ego_yaw - torch.atan2(delta_y, delta_x)
+    return torch.stack([length * bev_angle.sin() / (x_max - x_min),
+                        length * bev_angle.cos() / (y_max - y_min)], dim=-1)
