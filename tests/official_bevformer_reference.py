@@ -260,10 +260,10 @@ def temporal_self_attention(sd, name: str, query: Tensor, query_pos: Tensor,
     weights = _linear(sd, name + 'attention_weights', offset_input).view(
         bs, num_query, num_heads, 2, num_points).softmax(-1).view(
             bs, num_query, num_heads, 2, 1, num_points)
-    weights = weights.permute(0, 3, 1, 2, 4, 5).reshape(bs * 2, num_query, num_heads, 1,
-                                                         num_points)
-    offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6).reshape(bs * 2, num_query, num_heads, 1,
-                                                           num_points, 2)
+    weights = weights.permute(0, 3, 1, 2, 4, 5).reshape(
+        bs * 2, num_query, num_heads, 1, num_points)
+    offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6).reshape(
+        bs * 2, num_query, num_heads, 1, num_points, 2)
     normalizer = torch.tensor([bev_w, bev_h], dtype=query.dtype)
     locations = hybrid_ref_2d[:, :, None, :, None, :] + offsets / normalizer
     shapes = torch.tensor([[bev_h, bev_w]])
@@ -296,8 +296,8 @@ def spatial_cross_attention(sd, name: str, query: Tensor, feats: Tensor, spatial
                 len(index), num_heads, levels, num_points // num_z, num_z, 2)
             normalizer = spatial_shapes.flip(-1).to(query.dtype)[None, None, :, None, None, :]
             ref = reference_points_cam[cam, b, index][:, None, None, None, :, :]
-            locations = (ref + offsets / normalizer).reshape(1, len(index), num_heads, levels,
-                                                              num_points, 2)
+            locations = (ref + offsets / normalizer).reshape(
+                1, len(index), num_heads, levels, num_points, 2)
             weights = _linear(sd, attn + 'attention_weights', q).view(
                 len(index), num_heads, levels * num_points).softmax(-1).view(
                     1, len(index), num_heads, levels, num_points)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from mmdet3d.registry import MODELS
-from official_bevformer_reference import (TRANSFORMER, OfficialSizes, bev_positional_encoding,
-                                          encoder_layer, get_bev_features, point_sampling,
+from official_bevformer_reference import (OfficialSizes, bev_positional_encoding, encoder_layer,
+                                          get_bev_features, point_sampling,
                                           random_official_state_dict, small_detector_cfg,
                                           torchvision_rotate_nearest)
 

@@ -2,12 +2,10 @@
 (untrained baseline, tools' train, tools' test with NuScenesMetric and pictures) and a 2-process
 CPU (gloo) training run through tools/dist_train.sh."""
 import glob
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
+from dist_helpers import run_dist_tool
 
 from projects.datasets import prepare_toy_nuscenes
 from projects.engine.quickstart import latest_checkpoint
@@ -57,12 +55,9 @@ def test_bev_quickstart_trains_tests_and_draws(world_root, tmp_path):
 @pytest.mark.slow
 def test_distributed_cpu_training(world_root, tmp_path):
     work_dir = str(tmp_path / 'dist')
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29533', OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        ['bash', osp.join(REPO, 'tools/dist_train.sh'), CONFIG, '2', '--work-dir', work_dir,
-         '--cfg-options', *_options(world_root), 'val_cfg=None', 'val_dataloader=None',
-         'val_evaluator=None'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    result = run_dist_tool('dist_train.sh', [CONFIG], [
+        '--work-dir', work_dir, '--cfg-options', *_options(world_root), 'val_cfg=None',
+        'val_dataloader=None', 'val_evaluator=None'])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
     assert 'Distributed training: True' in result.stdout + result.stderr

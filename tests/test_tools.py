@@ -1,11 +1,10 @@
 """tools/ end to end on a small generated toy COCO set: train, resume, test, distributed, quickstart."""
 import glob
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
+
+from dist_helpers import run_dist_tool, run_ranks
 
 from projects.datasets import prepare_toy_coco
 from projects.engine import launch
@@ -78,14 +77,40 @@ def test_train_resume_test(toy_root, tmp_path):
 @pytest.mark.slow
 def test_distributed_cpu_training(toy_root, tmp_path):
     work_dir = str(tmp_path / 'dist')
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29531', OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        ['bash', osp.join(REPO, 'tools/dist_train.sh'), CONFIG, '2', '--work-dir', work_dir,
-         *_options(toy_root, max_epochs=1)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = run_dist_tool('dist_train.sh', [CONFIG],
+                           ['--work-dir', work_dir, *_options(toy_root, max_epochs=1)])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
     assert 'Distributed training: True' in result.stdout + result.stderr
+
+
+# Two-process runs aborted at exit in about 1 of 3 runs (SIGABRT, "terminate called without an
+# active exception") when the process group outlived training; 12 runs catch a 1-in-3 flake with
+# probability 1 - (2/3) ** 12 > 99 %.
+STRESS_RUNS = 12
+
+
+@pytest.mark.slow
+def test_every_process_of_repeated_two_process_runs_exits_cleanly(toy_root, tmp_path):
+    """Train and test on 2 CPU processes again and again; every process of every run must exit
+    with status 0 (the processes are started here, so each one's status is seen)."""
+    options = _options(toy_root, max_epochs=1)
+    checkpoint = None
+    for run in range(STRESS_RUNS):
+        work_dir = str(tmp_path / f'run{run}')
+        if checkpoint is None or run % 2 == 0:
+            results = run_ranks('train.py', [CONFIG, '--work-dir', work_dir, *options])
+            job = 'training'
+        else:
+            results = run_ranks('test.py', [CONFIG, checkpoint, '--work-dir', work_dir, *options])
+            job = 'testing'
+        for rank, result in enumerate(results):
+            assert result.returncode == 0, (
+                f'run {run} ({job}): process {rank} exited with {result.returncode}\n'
+                + result.stdout[-3000:])
+        if job == 'training':
+            checkpoint = latest_checkpoint(work_dir)
+            assert checkpoint.endswith('epoch_1.pth')
 
 
 @pytest.mark.slow

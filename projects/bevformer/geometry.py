@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    'HIT_AREAS', 'check_range', 'check_bev_grid', 'bev_cell_centers', 'pillar_points', 'project_to_cameras',
-    'lidar_to_global', 'current_to_previous_lidar', 'align_previous_bev',
+    'HIT_AREAS', 'check_range', 'check_bev_grid', 'bev_cell_centers', 'pillar_points',
+    'project_to_cameras', 'lidar_to_global', 'current_to_previous_lidar', 'align_previous_bev',
     'rotate_bev_like_torchvision', 'can_bus_bev_shift'
 ]
 

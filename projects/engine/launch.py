@@ -8,7 +8,13 @@ importable and tested. Differences from mmdet's own tools:
 - Distributed runs work on CPU-only machines: mmengine's ``init_dist`` calls
   ``torch.cuda.set_device`` unconditionally, so without CUDA the process group is initialised
   here with ``gloo`` (mmengine then skips its own init) and DDP gets ``device_ids=None``.
+- The process group is destroyed when training or testing ends (mmengine never does), while the
+  interpreter is still whole. Left to interpreter exit, gloo's worker threads can still hold
+  finished work with tensors whose release then needs the GIL of a dying interpreter: the process
+  aborts with "terminate called without an active exception" after saving its results
+  (pytorch/pytorch#190489, #179291), and torchrun reports the run as failed.
 """
+import contextlib
 import argparse
 import json
 import os
@@ -149,6 +155,22 @@ def setup_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+@contextlib.contextmanager
+def process_group_released():
+    """Destroys the default process group (if any) when the block ends: after a barrier when it
+    succeeded, so no process tears down while another still talks to it; at once when it raised
+    (a barrier would wait for the processes that failed)."""
+    try:
+        yield
+    except BaseException:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        raise
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
@@ -170,8 +192,9 @@ def train(argv: Optional[List[str]] = None) -> Runner:
             raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
     check_annotation_files(cfg, splits=('train', 'val'))
-    runner = build_runner(cfg)
-    runner.train()
+    with process_group_released():
+        runner = build_runner(cfg)
+        runner.train()
     return runner
 
 
@@ -190,7 +213,8 @@ def test(argv: Optional[List[str]] = None) -> dict:
         cfg = trigger_visualization_hook(cfg, args)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl file, got {args.out!r}')
-    runner = build_runner(cfg)
-    if args.out is not None:
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    return runner.test()
+    with process_group_released():
+        runner = build_runner(cfg)
+        if args.out is not None:
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        return runner.test()
