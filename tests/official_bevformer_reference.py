@@ -232,7 +232,7 @@ def point_sampling(pc_range: Sequence[float], bev_h: int, bev_w: int, num_z: int
                     p = lidar2img[b, cam] @ torch.tensor([x, y, z, 1.0], dtype=lidar2img.dtype)
                     uv = p[:2] / max(float(p[2]), eps)
                     u, v = float(uv[0]) / padded_hw[1], float(uv[1]) / padded_hw[0]
-                    points[q, d] = torch.tensor([u, v])
+                    points[q, d] = torch.tensor([u, v], dtype=points.dtype)
                     mask[q, d] = float(p[2]) > eps and 0 < u < 1 and 0 < v < 1
             per_sample_points.append(points)
             per_sample_masks.append(mask)

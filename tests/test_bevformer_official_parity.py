@@ -25,7 +25,7 @@ SIZES = OfficialSizes(embed=32, heads=4, ffn=48, bev_h=12, bev_w=14, encoder_lay
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 CONTENT_HW, PADDED_HW = (90, 160), (96, 160)  # 1600x900 at 0.1, padded to 32
 LEVEL_SHAPES = [(6, 10), (3, 5)]
-TOLERANCE = 1e-4  # the target in float64; the differences seen are ~1e-15
+TOLERANCE = 1e-4  # the target in float64; the differences seen are ~1e-13
 
 
 def _models(**encoder_options):

@@ -160,10 +160,11 @@ class BEVFormerEncoder(BaseModule):
             BEVFormerEncoderLayer(embed_dims=embed_dims, cross_attn_cfg=cross_attn_cfg,
                                   **layer_cfg) for _ in range(num_layers)
         ])
-        # Constant geometry of the grid, not parameters: (Q, D, 3) metres and (Q, 2) in [0, 1].
+        # Constant geometry of the grid, not parameters: (Q, D, 3) metres and (Q, 2) in [0, 1],
+        # in float64 (cast where used), so a float64 model computes the geometry exactly.
         self.register_buffer('pillar_points', pillar_points(
-            self.bev_h, self.bev_w, self.point_cloud_range, num_points_in_pillar),
-            persistent=False)
+            self.bev_h, self.bev_w, self.point_cloud_range, num_points_in_pillar,
+            dtype=torch.float64), persistent=False)
         self.register_buffer('bev_reference_points', self._normalised_cell_centers(),
                              persistent=False)
         self.register_load_state_dict_pre_hook(self._warn_if_not_set_for_official_weights)
@@ -208,7 +209,8 @@ class BEVFormerEncoder(BaseModule):
 
     def _normalised_cell_centers(self) -> Tensor:
         x_min, y_min, _, x_max, y_max, _ = self.point_cloud_range
-        centers = bev_cell_centers(self.bev_h, self.bev_w, self.point_cloud_range)
+        centers = bev_cell_centers(self.bev_h, self.bev_w, self.point_cloud_range,
+                                   dtype=torch.float64)
         return (centers - centers.new_tensor([x_min, y_min])) / centers.new_tensor(
             [x_max - x_min, y_max - y_min])
 
@@ -242,8 +244,12 @@ class BEVFormerEncoder(BaseModule):
             bev_query = bev_query + self.can_bus_mlp(can_bus.to(feats.dtype))[:, None]
         grid_mask = feats.new_zeros(bs, self.bev_h, self.bev_w)
         bev_pos = self.positional_encoding(grid_mask).flatten(2).transpose(1, 2).to(feats.dtype)
+        # the projection runs in float32 at least (as the official code: fp16 pixels are too
+        # coarse), in float64 for a float64 model
+        geometry_dtype = torch.promote_types(feats.dtype, torch.float32)
         reference_points_cam, bev_mask = project_to_cameras(
-            self.pillar_points, lidar2img.to(torch.float32), image_hw, input_hw, self.hit_area)
+            self.pillar_points.to(geometry_dtype), lidar2img.to(geometry_dtype), image_hw,
+            input_hw, self.hit_area)
         reference_points_cam = reference_points_cam.to(feats.dtype)
         bev_reference_points = self.bev_reference_points.to(feats.dtype)  # (Q, 2)
         if self.temporal_alignment == 'exact':

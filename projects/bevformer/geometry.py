@@ -44,17 +44,18 @@ def check_bev_grid(bev_h: int, bev_w: int, point_cloud_range: Sequence[float]) -
 
 
 def bev_cell_centers(bev_h: int, bev_w: int, point_cloud_range: Sequence[float],
-                     device=None) -> Tensor:
+                     device=None, dtype: torch.dtype = torch.float32) -> Tensor:
     """(bev_h * bev_w, 2) x, y in metres of every BEV cell centre, row-major (h, w)."""
     x_min, y_min, _, x_max, y_max, _ = point_cloud_range
-    xs = torch.linspace(0.5, bev_w - 0.5, bev_w, device=device) / bev_w * (x_max - x_min) + x_min
-    ys = torch.linspace(0.5, bev_h - 0.5, bev_h, device=device) / bev_h * (y_max - y_min) + y_min
+    steps = dict(device=device, dtype=dtype)
+    xs = torch.linspace(0.5, bev_w - 0.5, bev_w, **steps) / bev_w * (x_max - x_min) + x_min
+    ys = torch.linspace(0.5, bev_h - 0.5, bev_h, **steps) / bev_h * (y_max - y_min) + y_min
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1)
 
 
 def pillar_points(bev_h: int, bev_w: int, point_cloud_range: Sequence[float],
-                  num_heights: int, device=None) -> Tensor:
+                  num_heights: int, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
     """(bev_h * bev_w, num_heights, 3) points of every BEV cell's pillar, in metres.
 
     Heights are spaced evenly from half a metre above z_min to half a metre below z_max, the
@@ -63,10 +64,10 @@ def pillar_points(bev_h: int, bev_w: int, point_cloud_range: Sequence[float],
     _, _, z_min, _, _, z_max = point_cloud_range
     depth = z_max - z_min
     if num_heights == 1:
-        zs = torch.full((1, ), (z_min + z_max) / 2, device=device)
+        zs = torch.full((1, ), (z_min + z_max) / 2, device=device, dtype=dtype)
     else:
-        zs = torch.linspace(0.5, depth - 0.5, num_heights, device=device) + z_min
-    centers = bev_cell_centers(bev_h, bev_w, point_cloud_range, device)  # (Q, 2)
+        zs = torch.linspace(0.5, depth - 0.5, num_heights, device=device, dtype=dtype) + z_min
+    centers = bev_cell_centers(bev_h, bev_w, point_cloud_range, device, dtype)  # (Q, 2)
     num_cells = centers.shape[0]
     xy = centers[:, None, :].expand(num_cells, num_heights, 2)
     z = zs[None, :, None].expand(num_cells, num_heights, 1)

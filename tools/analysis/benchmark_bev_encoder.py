@@ -78,7 +78,9 @@ def make_inputs(size: str, encoder: BEVFormerEncoder) -> dict:
              for s in strides]
     lidar2img = torch.from_numpy(nuscenes_rig_lidar2img(image_hw)).float()[None]
     image_hw_t = torch.tensor(image_hw).expand(1, 6, 2)
-    return dict(img_feats=feats, lidar2img=lidar2img, image_hw=image_hw_t, input_hw=pad_hw)
+    can_bus = torch.zeros(1, 18)  # a first frame: no motion (the published encoders take it)
+    return dict(img_feats=feats, lidar2img=lidar2img, image_hw=image_hw_t, input_hw=pad_hw,
+                can_bus=can_bus)
 
 
 def layer_inputs(encoder: BEVFormerEncoder, inputs: dict) -> dict:
@@ -104,9 +106,9 @@ def part_calls(encoder: BEVFormerEncoder, inputs: dict, part: str) -> Callable[[
         return torch.no_grad()(lambda: layer.self_attn(x['query'], x['pos'], x['previous'],
                                                        x['ref'], x['bev_hw']))
     if part == 'spatial cross-attn':
-        return torch.no_grad()(lambda: layer.cross_attn(x['query'], x['pos'], x['feats'],
-                                                        x['shapes'], x['starts'],
-                                                        x['points_cam'], x['mask']))
+        return torch.no_grad()(lambda: layer.cross_attn(x['query'], x['feats'], x['shapes'],
+                                                        x['starts'], x['points_cam'],
+                                                        x['mask']))
     if part == 'one layer':
         return torch.no_grad()(lambda: layer(x['query'], x['pos'], x['previous'], None, x['ref'],
                                              x['bev_hw'], x['feats'], x['shapes'], x['starts'],
