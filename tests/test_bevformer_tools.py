@@ -1,13 +1,17 @@
 """BEVFormer through the tools, end to end on a tiny generated nuScenes world: the 3D quickstart
-(untrained baseline, tools' train, tools' test with NuScenesMetric and pictures) and a 2-process
-CPU (gloo) training run through tools/dist_train.sh."""
+(untrained baseline, tools' train, tools' test with NuScenesMetric and pictures), a 2-process
+CPU (gloo) training run through tools/dist_train.sh and 2-process testing through
+tools/dist_test.sh against 1-process testing."""
 import glob
 import os.path as osp
+import pickle
 
 import pytest
+import torch
 from dist_helpers import run_dist_tool
 
 from projects.datasets import prepare_toy_nuscenes
+from projects.engine import launch
 from projects.engine.quickstart import latest_checkpoint
 from projects.engine.quickstart_bev import DEFAULT_BEV_CONFIG, SUMMARY_KEYS, run_bev_quickstart
 
@@ -61,3 +65,38 @@ def test_distributed_cpu_training(world_root, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
     assert 'Distributed training: True' in result.stdout + result.stderr
+
+
+def _predictions_by_sample(path):
+    """{sample_idx: (boxes (N, 9), scores (N,), labels (N,))} from a ``--out`` pickle."""
+    with open(path, 'rb') as f:
+        results = pickle.load(f)
+    by_sample = {}
+    for result in results:
+        pred = result['pred_instances_3d']
+        by_sample[result['sample_idx']] = (pred['bboxes_3d'].tensor, pred['scores_3d'],
+                                           pred['labels_3d'])
+    return by_sample
+
+
+@pytest.mark.slow
+def test_two_process_testing_predicts_what_one_process_does(world_root, tmp_path):
+    """SceneShardSampler keeps every scene on one process, so each frame still gets its previous
+    BEV: 2 processes give the 1-process predictions (round-robin dealing would not)."""
+    work_dir = str(tmp_path / 'train')
+    options = _options(world_root)
+    launch.train([CONFIG, '--work-dir', work_dir, '--cfg-options', *options])
+    checkpoint = latest_checkpoint(work_dir)
+    one, two = str(tmp_path / 'one.pkl'), str(tmp_path / 'two.pkl')
+    launch.test([CONFIG, checkpoint, '--work-dir', str(tmp_path / 'one'), '--out', one,
+                 '--cfg-options', *options])
+    result = run_dist_tool('dist_test.sh', [CONFIG, checkpoint], [
+        '--work-dir', str(tmp_path / 'two'), '--out', two, '--cfg-options', *options])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    single, double = _predictions_by_sample(one), _predictions_by_sample(two)
+    assert sorted(single) == sorted(double) == list(range(2 * WORLD['samples_per_scene']))
+    for sample_idx, (boxes, scores, labels) in single.items():
+        other_boxes, other_scores, other_labels = double[sample_idx]
+        assert torch.equal(labels, other_labels), sample_idx
+        torch.testing.assert_close(scores, other_scores, atol=1e-5, rtol=0)
+        torch.testing.assert_close(boxes, other_boxes, atol=1e-4, rtol=0)

@@ -61,8 +61,9 @@ val_dataloader = dict(
     num_workers=4,
     persistent_workers=True,
     drop_last=False,
-    # in order: the model carries each scene's BEV from one keyframe to the next
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # in order, whole scenes per process: the model carries each scene's BEV from one keyframe
+    # to the next (mmengine's DefaultSampler would deal the frames out round-robin)
+    sampler=dict(type='SceneShardSampler'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
