@@ -8,6 +8,7 @@ from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from mmengine.structures import InstanceData
 
 import projects  # noqa: F401
+from projects.bevformer.grid_mask import GridMask
 from projects.bevformer.rig import nuscenes_rig_lidar2img
 from projects.bevformer.sampler import SceneShardSampler, scene_shards
 
@@ -202,3 +203,27 @@ def test_scene_shard_sampler_refuses_shuffling_and_data_without_scenes():
         SceneShardSampler(Frames([dict(scene_token='a')]), shuffle=True)
     with pytest.raises(ValueError, match='scene_token .*infos.pkl.*--augment'):
         SceneShardSampler(Frames([dict(token='x')]))
+
+
+def test_grid_mask_keeps_whole_grid_lines_and_masks_only_in_training():
+    np.random.seed(0)
+    images = torch.rand(4, 3, 48, 64) + 1.0  # no zero pixels of their own
+    grid_mask = GridMask(prob=1.0, ratio=0.5)
+    masked_fractions = []
+    for _ in range(200):
+        out = grid_mask(images)
+        kept = out != 0
+        assert torch.equal(out[kept], images[kept])  # pixels are kept or zeroed, nothing else
+        mask = kept[0, 0]
+        assert (kept == mask).all()  # one mask for every image and channel
+        full_rows, full_cols = mask.all(1), mask.all(0)
+        # every kept pixel lies on a kept row or a kept column: a grid of lines
+        assert torch.equal(mask, full_rows[:, None] | full_cols[None, :])
+        masked_fractions.append(1.0 - float(mask.float().mean()))
+    # squares of (1 - ratio) of the period on both axes: about a quarter of the image
+    assert 0.15 < np.mean(masked_fractions) < 0.35
+    grid_mask.eval()
+    assert torch.equal(grid_mask(images), images)
+    assert torch.equal(GridMask(prob=0.0)(images), images)
+    with pytest.raises(ValueError, match='ratio'):
+        GridMask(ratio=1.5)

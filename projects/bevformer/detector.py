@@ -39,6 +39,7 @@ from torch import Tensor
 
 from .convert import install_official_checkpoint_guard
 from .geometry import current_to_previous_lidar, lidar_to_global
+from .grid_mask import GridMask
 
 __all__ = ['BEVFormerDetector']
 
@@ -55,13 +56,16 @@ class BEVFormerDetector(Base3DDetector):
         video_test_mode: keep the previous BEV between test frames.
         max_ego_jump: metres of ego motion between consecutive keyframes above which the previous
             BEV is dropped (a gap in the recording or a wrong pose; 30 m in 0.5 s is 216 km/h).
+        grid_mask: ``GridMask`` arguments (e.g. ``dict(prob=0.7)``, the official recipe) to mask
+            the current frame's images in training; None: no masking.
     """
 
     def __init__(self, img_backbone: dict, encoder: dict, bbox_head: dict,
                  img_neck: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
                  video_test_mode: bool = True, max_ego_jump: float = 30.0,
-                 init_cfg: Optional[dict] = None) -> None:
+                 grid_mask: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.grid_mask = GridMask(**grid_mask) if grid_mask is not None else None
         self.img_backbone = MODELS.build(img_backbone)
         self.img_neck = MODELS.build(img_neck) if img_neck is not None else None
         self.encoder = MODELS.build(encoder)
@@ -87,9 +91,13 @@ class BEVFormerDetector(Base3DDetector):
 
     # ---- features -----------------------------------------------------------------------------
     def extract_img_feat(self, imgs: Tensor) -> List[Tensor]:
-        """(B, N, 3, H, W) images -> per level (B, N, C, h, w)."""
+        """(B, N, 3, H, W) images -> per level (B, N, C, h, w). In training the images go
+        through ``grid_mask`` first (the history frames are encoded in eval mode: unmasked)."""
         batch, views = imgs.shape[:2]
-        feats = self.img_backbone(imgs.flatten(0, 1))
+        imgs = imgs.flatten(0, 1)
+        if self.grid_mask is not None:
+            imgs = self.grid_mask(imgs)
+        feats = self.img_backbone(imgs)
         if self.img_neck is not None:
             feats = self.img_neck(feats)
         return [f.view(batch, views, *f.shape[1:]) for f in feats]
