@@ -415,3 +415,111 @@ def get_bev_features(sd: Mapping[str, Tensor], img_feats: List[Tensor], can_bus:
                                reference_points_cam, bev_mask, bev_h, bev_w, num_heads,
                                tsa_points, sca_points)
     return output
+
+
+def _inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def _self_attention(sd, name: str, query: Tensor, query_pos: Tensor, num_heads: int) -> Tensor:
+    """mmcv 1.x ``MultiheadAttention`` as the decoder calls it: queries and keys with the
+    positional embedding, values without; one head at a time. query (bs, nq, C)."""
+    bs, num_query, channels = query.shape
+    head_dims = channels // num_heads
+    weight, bias = sd[name + 'attn.in_proj_weight'], sd[name + 'attn.in_proj_bias']
+    q = (query + query_pos) @ weight[:channels].T + bias[:channels]
+    k = (query + query_pos) @ weight[channels:2 * channels].T + bias[channels:2 * channels]
+    v = query @ weight[2 * channels:].T + bias[2 * channels:]
+    heads = []
+    for h in range(num_heads):
+        part = slice(h * head_dims, (h + 1) * head_dims)
+        scores = q[..., part] @ k[..., part].transpose(1, 2) / math.sqrt(head_dims)
+        heads.append(scores.softmax(-1) @ v[..., part])
+    return _linear(sd, name + 'attn.out_proj', torch.cat(heads, -1)) + query
+
+
+def _decoder_cross_attention(sd, name: str, query: Tensor, query_pos: Tensor, bev: Tensor,
+                             reference_xy: Tensor, bev_h: int, bev_w: int, num_heads: int,
+                             num_points: int) -> Tensor:
+    """Official ``CustomMSDeformableAttention`` (Deformable DETR's, one level: the BEV)."""
+    bs, num_query, channels = query.shape
+    q = query + query_pos
+    value = _linear(sd, name + 'value_proj', bev).view(bs, -1, num_heads, channels // num_heads)
+    offsets = _linear(sd, name + 'sampling_offsets', q).view(bs, num_query, num_heads, 1,
+                                                              num_points, 2)
+    weights = _linear(sd, name + 'attention_weights', q).view(
+        bs, num_query, num_heads, num_points).softmax(-1).view(bs, num_query, num_heads, 1,
+                                                                 num_points)
+    normalizer = torch.tensor([bev_w, bev_h], dtype=query.dtype)
+    locations = reference_xy[:, :, None, None, None, :] + offsets / normalizer
+    sampled = multi_scale_deformable_attn_pytorch(value, torch.tensor([[bev_h, bev_w]]),
+                                                  locations, weights)
+    return _linear(sd, name + 'output_proj', sampled) + query
+
+
+def head_outputs(sd, bev: Tensor, bev_h: int, bev_w: int, pc_range: Sequence[float],
+                 num_layers: int, num_heads: int = 8, num_points: int = 4):
+    """Official ``PerceptionTransformer`` decoder part + ``BEVFormerHead.forward`` (box
+    refinement on). bev (bs, Q, C). Returns per layer (layers, bs, nq, classes) logits and
+    (layers, bs, nq, 10) 0.17 codes with the centre in metres."""
+    channels = bev.shape[-1]
+    query_pos, query = sd[HEAD + 'query_embedding.weight'].split(channels, 1)
+    bs = bev.shape[0]
+    query_pos, query = query_pos[None].expand(bs, -1, -1), query[None].expand(bs, -1, -1)
+    reference = _linear(sd, TRANSFORMER + 'reference_points', query_pos).sigmoid()
+    all_cls, all_codes = [], []
+    for layer in range(num_layers):
+        name = TRANSFORMER + f'decoder.layers.{layer}.'
+        query = _layer_norm(sd, name + 'norms.0',
+                            _self_attention(sd, name + 'attentions.0.', query, query_pos,
+                                            num_heads))
+        query = _layer_norm(sd, name + 'norms.1', _decoder_cross_attention(
+            sd, name + 'attentions.1.', query, query_pos, bev, reference[..., :2], bev_h, bev_w,
+            num_heads, num_points))
+        hidden = torch.relu(_linear(sd, name + 'ffns.0.layers.0.0', query))
+        query = _layer_norm(sd, name + 'norms.2', _linear(sd, name + 'ffns.0.layers.1', hidden)
+                            + query)
+        # the head's branches on this layer's output, with the reference it started from
+        cls_branch, reg_branch = HEAD + f'cls_branches.{layer}.', HEAD + f'reg_branches.{layer}.'
+        x = query
+        for j in (0, 3):
+            x = torch.relu(_layer_norm(sd, cls_branch + f'{j + 1}',
+                                       _linear(sd, cls_branch + f'{j}', x)))
+        all_cls.append(_linear(sd, cls_branch + '6', x))
+        code = torch.relu(_linear(sd, reg_branch + '0', query))
+        code = _linear(sd, reg_branch + '4', torch.relu(_linear(sd, reg_branch + '2', code)))
+        inverse = _inverse_sigmoid(reference)
+        centre_x = (code[..., 0] + inverse[..., 0]).sigmoid()
+        centre_y = (code[..., 1] + inverse[..., 1]).sigmoid()
+        centre_z = (code[..., 4] + inverse[..., 2]).sigmoid()
+        out = code.clone()
+        out[..., 0] = centre_x * (pc_range[3] - pc_range[0]) + pc_range[0]
+        out[..., 1] = centre_y * (pc_range[4] - pc_range[1]) + pc_range[1]
+        out[..., 4] = centre_z * (pc_range[5] - pc_range[2]) + pc_range[2]
+        all_codes.append(out)
+        # the decoder refines the reference from the same regression output (detached there)
+        reference = torch.stack([centre_x, centre_y, centre_z], -1)
+    return torch.stack(all_cls), torch.stack(all_codes)
+
+
+def nms_free_decode(cls_scores: Tensor, codes: Tensor, max_num: int,
+                    post_center_range: Sequence[float]):
+    """Official ``NMSFreeCoder.decode_single`` + ``BEVFormerHead.get_bboxes`` for one sample's
+    last layer: the top ``max_num`` (query, class) sigmoid scores, the code denormalised to the
+    0.17 box (x, y, z bottom, w, l, h, yaw', vx, vy), kept when its gravity centre is inside
+    ``post_center_range``. Returns boxes (k, 9), scores (k,), labels (k,) in the official class
+    order."""
+    num_classes = cls_scores.shape[-1]
+    scores, index = cls_scores.sigmoid().view(-1).topk(max_num)
+    labels, query = index % num_classes, index // num_classes
+    code = codes[query]
+    yaw = torch.atan2(code[:, 6:7], code[:, 7:8])
+    sizes = code[:, [2, 3, 5]].exp()  # w, l, h
+    centre = code[:, [0, 1, 4]]
+    keep = ((centre >= centre.new_tensor(post_center_range[:3])).all(1)
+            & (centre <= centre.new_tensor(post_center_range[3:])).all(1))
+    bottom = centre.clone()
+    bottom[:, 2] -= sizes[:, 2] * 0.5
+    boxes = torch.cat([bottom, sizes, yaw, code[:, 8:10]], -1)
+    return boxes[keep], scores[keep], labels[keep]

@@ -1,5 +1,5 @@
-"""Converted official BEVFormer weights compute what the official code computes: our encoder layer
-and whole encoder, set to the official code path (``use_can_bus``, ``temporal_alignment=
+"""Converted official BEVFormer weights compute what the official code computes: our encoder layer,
+whole encoder and head's decoded boxes, the encoder set to the official code path (``use_can_bus``, ``temporal_alignment=
 'official'``, ``hit_area='padded'``), against the slow re-implementation of the official code in
 ``official_bevformer_reference.py``, in float64, on the real nuScenes camera rig, with random
 weights converted from an official-layout state dict."""
@@ -10,14 +10,15 @@ import pytest
 import torch
 from mmdet3d.registry import MODELS
 from official_bevformer_reference import (OfficialSizes, bev_positional_encoding, encoder_layer,
-                                          get_bev_features, point_sampling,
-                                          random_official_state_dict, small_detector_cfg,
-                                          torchvision_rotate_nearest)
+                                          get_bev_features, head_outputs, nms_free_decode,
+                                          point_sampling, random_official_state_dict,
+                                          small_detector_cfg, torchvision_rotate_nearest)
 
 import projects.bevformer  # noqa: F401  (registers the models)
-from projects.bevformer.convert import convert_official_bevformer
+from projects.bevformer.convert import OFFICIAL_CLASSES, convert_official_bevformer
 from projects.bevformer.geometry import rotate_bev_like_torchvision
 from projects.bevformer.rig import nuscenes_rig_lidar2img
+from projects.datasets.nuscenes_infos import NUSCENES_CLASSES
 
 DEFAULT_SCOPE = 'mmdet3d'
 SIZES = OfficialSizes(embed=32, heads=4, ffn=48, bev_h=12, bev_w=14, encoder_layers=2,
@@ -142,3 +143,39 @@ def test_encoder_matches_the_official_encoder(motion, rotate_center):
         alone = encoder(second_feats, lidar2img, image_hw, PADDED_HW,
                         can_bus=torch.from_numpy(second_can_bus))
     assert (alone - second).abs().max() > 1e-2
+
+
+def test_decoded_boxes_match_the_official_head_in_the_1_x_box_convention():
+    """Converted head (regression rows to the 1.x code, class rows to mmdet3d's order): the same
+    top boxes, scores and classes as the official head + NMS-free decoding, once the official
+    0.17 boxes are written in 1.x parameters (l and w swapped, yaw = -yaw' - pi / 2)."""
+    sizes = OfficialSizes(embed=32, heads=4, ffn=48, bev_h=12, bev_w=14, encoder_layers=1,
+                          decoder_layers=3, queries=40, levels=1)
+    detector = MODELS.build(small_detector_cfg(sizes))
+    image_part = {k: v for k, v in detector.state_dict().items()
+                  if k.startswith(('img_backbone.', 'img_neck.'))}
+    official = random_official_state_dict(image_part, sizes, seed=5, scale=0.3)
+    converted, _ = convert_official_bevformer(official)
+    detector.load_state_dict(converted, strict=True)
+    head = detector.double().eval().bbox_head
+    official = {k: v.double() for k, v in official.items() if v.is_floating_point()}
+    bev = torch.randn(1, sizes.bev_h * sizes.bev_w, sizes.embed, dtype=torch.float64,
+                      generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = head.predict_by_feat(*head(bev, (sizes.bev_h, sizes.bev_w)), [{}])[0]
+        cls_scores, codes = head_outputs(official, bev, sizes.bev_h, sizes.bev_w, PC_RANGE,
+                                         sizes.decoder_layers, sizes.heads,
+                                         sizes.decoder_points)
+        boxes, scores, labels = nms_free_decode(cls_scores[-1, 0], codes[-1, 0], head.max_num,
+                                                head.post_center_range)
+    assert len(scores) > 100  # most of the 300 best pairs survive the centre range
+    torch.testing.assert_close(ours.scores_3d, scores, atol=1e-10, rtol=0)
+    our_labels = [NUSCENES_CLASSES.index(OFFICIAL_CLASSES[int(label)]) for label in labels]
+    assert ours.labels_3d.tolist() == our_labels
+    expected = boxes[:, [0, 1, 2, 4, 3, 5, 6, 7, 8]].clone()  # (w, l) -> (l, w)
+    expected[:, 6] = -boxes[:, 6] - math.pi / 2
+    ours_boxes = ours.bboxes_3d.tensor.double()  # mmdet3d keeps boxes in float32
+    torch.testing.assert_close(ours_boxes[:, [0, 1, 2, 3, 4, 5, 7, 8]],
+                               expected[:, [0, 1, 2, 3, 4, 5, 7, 8]], atol=1e-4, rtol=0)
+    yaw_error = torch.remainder(ours_boxes[:, 6] - expected[:, 6] + math.pi, 2 * math.pi) - math.pi
+    assert yaw_error.abs().max() < 1e-5
