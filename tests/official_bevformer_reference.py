@@ -446,11 +446,10 @@ def _decoder_cross_attention(sd, name: str, query: Tensor, query_pos: Tensor, be
     bs, num_query, channels = query.shape
     q = query + query_pos
     value = _linear(sd, name + 'value_proj', bev).view(bs, -1, num_heads, channels // num_heads)
-    offsets = _linear(sd, name + 'sampling_offsets', q).view(bs, num_query, num_heads, 1,
-                                                              num_points, 2)
+    offsets = _linear(sd, name + 'sampling_offsets', q).view(
+        bs, num_query, num_heads, 1, num_points, 2)
     weights = _linear(sd, name + 'attention_weights', q).view(
-        bs, num_query, num_heads, num_points).softmax(-1).view(bs, num_query, num_heads, 1,
-                                                                 num_points)
+        bs, num_query, num_heads, num_points).softmax(-1)[:, :, :, None]
     normalizer = torch.tensor([bev_w, bev_h], dtype=query.dtype)
     locations = reference_xy[:, :, None, None, None, :] + offsets / normalizer
     sampled = multi_scale_deformable_attn_pytorch(value, torch.tensor([[bev_h, bev_w]]),

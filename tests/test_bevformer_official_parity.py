@@ -1,8 +1,8 @@
-"""Converted official BEVFormer weights compute what the official code computes: our encoder layer,
-whole encoder and head's decoded boxes, the encoder set to the official code path (``use_can_bus``, ``temporal_alignment=
-'official'``, ``hit_area='padded'``), against the slow re-implementation of the official code in
-``official_bevformer_reference.py``, in float64, on the real nuScenes camera rig, with random
-weights converted from an official-layout state dict."""
+"""Converted official BEVFormer weights compute what the official code computes: our encoder
+layer, whole encoder and head's decoded boxes, the encoder set to the official code path
+(``use_can_bus``, ``temporal_alignment='official'``, ``hit_area='padded'``), against the slow
+re-implementation of the official code in ``official_bevformer_reference.py``, in float64, on the
+real nuScenes camera rig, with random weights converted from an official-layout state dict."""
 import math
 
 import numpy as np
