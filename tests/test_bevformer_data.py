@@ -312,12 +312,18 @@ def frame_code(scene: str, frame: int, view: int) -> int:
     return 40 * list(SCENES).index(scene) + 6 * frame + view + 1
 
 
-def make_info_file(root, temporal: bool = True, empty_frame=None) -> str:
+def stored_can_bus(scene: str, frame: int) -> list:
+    """The ``can_bus`` (18 floats) :func:`make_info_file` stores: each value tells its frame."""
+    return [frame_code(scene, frame, 0) + 0.01 * i for i in range(18)]
+
+
+def make_info_file(root, temporal: bool = True, empty_frame=None, can_bus: bool = False) -> str:
     """An mmdet3d-1.x-style nuScenes info file (+ images) of two scenes, 6 cameras each.
 
     Every image is uniform (channel 0 = :func:`frame_code`) with a bright left half in
     channel 1, so the tests can tell frames, cameras and a flip apart. Each frame's ego pose
-    moves 2 m along x and its cameras' lidar2cam by a few cm.
+    moves 2 m along x and turns 0.1 rad, and its cameras' lidar2cam move by a few cm. With
+    ``can_bus`` the entries carry :func:`stored_can_bus`.
     """
     data_list = []
     for scene, frame in LIST_ORDER:
@@ -350,6 +356,8 @@ def make_info_file(root, temporal: bool = True, empty_frame=None) -> str:
                     lidar_points=dict(num_pts_feats=5, lidar_path=f'{token}.bin',
                                       lidar2ego=np.eye(4).tolist()),
                     instances=instances, cam_instances={})
+        if can_bus:
+            info['can_bus'] = stored_can_bus(scene, frame)
         if temporal:
             info.update(scene_token=f'token-{scene}', scene_name=scene, frame_idx=frame,
                         prev=f'{scene}-{frame - 1}' if frame > 0 else '',
@@ -358,7 +366,8 @@ def make_info_file(root, temporal: bool = True, empty_frame=None) -> str:
     metainfo = dict(categories={name: i for i, name in enumerate(
         BEVNuScenesDataset.METAINFO['classes'])}, dataset='nuscenes', version='v1.0-mini',
                     info_version='1.1')
-    path = osp.join(root, 'infos_temporal.pkl' if temporal else 'infos_plain.pkl')
+    path = osp.join(root, ('infos_temporal' if temporal else 'infos_plain')
+                    + ('_can_bus.pkl' if can_bus else '.pkl'))
     with open(path, 'wb') as file:
         pickle.dump(dict(metainfo=metainfo, data_list=data_list), file)
     return path
@@ -503,6 +512,53 @@ def test_missing_temporal_fields(tmp_path):
     sample = dataset[0]['data_samples']
     assert sample.num_frames == 1 and sample.scene_token == ['']
     assert dataset[0]['inputs']['img'].shape == (6, 3, VIEW_H, VIEW_W)
+
+
+@pytest.mark.parametrize('token, frames', [('scene-a-3', [1, 2, 3]), ('scene-a-1', [0, 0, 1])])
+def test_can_bus_per_frame(tmp_path, token, frames):
+    dataset = build_dataset(tmp_path, make_info_file(str(tmp_path), can_bus=True),
+                            with_can_bus=True)
+    sample = dataset[index_of(dataset, token)]['data_samples']
+    can_bus = sample.can_bus
+    assert isinstance(can_bus, np.ndarray) and can_bus.dtype == np.float64
+    assert can_bus.shape == (3, 18)
+    for t, frame in enumerate(frames):  # oldest first, each frame's own
+        ego2global = np.eye(4)
+        ego2global[:3, :3] = rotation_z(0.1 * frame)
+        ego2global[:3, 3] = [2.0 * frame, 1.0, 0.0]
+        np.testing.assert_array_equal(can_bus[t, :3], ego2global[:3, 3])
+        w, x, y, z = can_bus[t, 3:7]
+        np.testing.assert_allclose([w, x, y, z], [np.cos(0.05 * frame), 0, 0,
+                                                  np.sin(0.05 * frame)], atol=1e-12)
+        yaw = np.arctan2(sample.ego2global[t, 1, 0], sample.ego2global[t, 0, 0]) % (2 * np.pi)
+        np.testing.assert_allclose(can_bus[t, 16], yaw, atol=1e-12)
+        np.testing.assert_allclose(can_bus[t, 16], 0.1 * frame, atol=1e-12)
+        np.testing.assert_allclose(can_bus[t, 17], np.degrees(0.1 * frame), atol=1e-10)
+        np.testing.assert_array_equal(can_bus[t, 7:16], stored_can_bus('scene-a', frame)[7:16])
+
+
+def test_can_bus_needs_the_infos_field(tmp_path):
+    plain = make_info_file(str(tmp_path))
+    with pytest.raises(ValueError) as info:
+        build_dataset(tmp_path, plain, with_can_bus=True)
+    message = str(info.value)
+    assert plain in message and 'create_nuscenes_infos.py' in message \
+        and '--can-bus-root' in message
+    # infos with can_bus and with_can_bus=False: the model gets none, as before
+    dataset = build_dataset(tmp_path, make_info_file(str(tmp_path), can_bus=True))
+    assert 'can_bus' not in dataset[0]['data_samples'].metainfo
+
+
+def test_pack_can_bus_of_every_frame_or_none(rig_results):
+    rig_results.update(ego2global=np.eye(4), lidar_points=dict(lidar2ego=np.eye(4)),
+                       timestamp=0.0)
+    frames = [dict(rig_results, can_bus=np.full(18, float(t))) for t in range(2)]
+    packed = PackBEVInputs(keys=('img', )).transform(frames)['data_samples']
+    np.testing.assert_array_equal(packed.can_bus, [[0.0] * 18, [1.0] * 18])
+    assert 'can_bus' not in PackBEVInputs(keys=('img', )).transform(
+        [rig_results, rig_results])['data_samples'].metainfo
+    with pytest.raises(ValueError, match=r'frames \[0\].*no can_bus'):
+        PackBEVInputs(keys=('img', )).transform([rig_results, frames[1]])
 
 
 def test_pipeline_must_end_with_pack_for_a_queue(tmp_path):

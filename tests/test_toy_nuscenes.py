@@ -4,6 +4,7 @@ import importlib.util
 import os
 import os.path as osp
 import pickle
+import shutil
 
 import cv2
 import numpy as np
@@ -11,13 +12,15 @@ import pytest
 from file_helpers import file_bytes
 import torch
 
+from projects.datasets.can_bus import CanBusReader
 from projects.datasets.nuscenes_infos import (CAMERA_CHANNELS, NUSCENES_CLASSES, TEMPORAL_KEYS,
                                               add_temporal_fields, augment_nuscenes_infos,
                                               build_nuscenes_infos, load_nuscenes)
-from projects.datasets.toy_nuscenes import (DEMO_INFO_PATH, OBJECT_SPECS, RIG,
+from projects.datasets.toy_nuscenes import (CAN_POSE_INTERVAL_US, CAN_POSE_OFFSET_US,
+                                            DEMO_INFO_PATH, OBJECT_SPECS, RIG, ego_motion,
                                             generate_toy_nuscenes, plan_scene,
                                             prepare_toy_nuscenes, rig_from_info, scene_names,
-                                            toy_nuscenes_ready)
+                                            scene_trajectory, toy_nuscenes_ready)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # 1 train + the 2 val scenes, 4 keyframes each, small non-square images.
@@ -309,8 +312,9 @@ def test_info_files_layout(world, infos, nusc):
             'samples_per_scene']
         assert [e['sample_idx'] for e in entries] == list(range(len(entries)))
         for entry in entries:
-            assert set(entry) == {'sample_idx', 'token', 'timestamp', 'ego2global', 'images',
-                                  'lidar_points', 'instances', 'cam_instances', *TEMPORAL_KEYS}
+            assert set(entry) == {'sample_idx', 'token', 'timestamp', 'ego2global', 'can_bus',
+                                  'images', 'lidar_points', 'instances', 'cam_instances',
+                                  *TEMPORAL_KEYS}
             assert sorted(entry['images']) == sorted(CAMERA_CHANNELS)
             assert entry['cam_instances'] == {channel: [] for channel in CAMERA_CHANNELS}
             for channel, image in entry['images'].items():
@@ -340,6 +344,96 @@ def test_info_temporal_fields(infos, nusc):
             assert entry['timestamp'] == sample['timestamp'] / 1e6
             if not first:
                 assert entry['timestamp'] > entries[i - 1]['timestamp']
+
+
+def _wrapped(angle):
+    return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
+
+
+def test_toy_ego_motion_is_the_database_pose_and_its_derivatives(nusc):
+    """The trajectory the CAN bus is written from: at the keyframes it is the database's ego
+    pose; its velocity, acceleration and yaw rate are its finite differences, in the ego frame."""
+    step = 1e-3
+    for scene in nusc.scene:
+        trajectory = scene_trajectory(ARGS['seed'], scene['name'], ARGS['samples_per_scene'])
+        samples, token = [], scene['first_sample_token']
+        while token:
+            samples.append(nusc.get('sample', token))
+            token = samples[-1]['next']
+        times = np.array([s['timestamp'] - samples[0]['timestamp'] for s in samples]) / 1e6
+        motion = ego_motion(trajectory, times)
+        for sample, xy, yaw in zip(samples, motion['xy'], motion['yaw']):
+            lidar = nusc.get('sample_data', sample['data']['LIDAR_TOP'])
+            pose = nusc.get('ego_pose', lidar['ego_pose_token'])
+            np.testing.assert_allclose(pose['translation'], [*xy, 0.0], atol=2e-6)
+            w, _, _, z = pose['rotation']
+            assert abs(_wrapped(2 * np.arctan2(z, w) - yaw)) < 1e-7
+        times = np.linspace(-0.2, times[-1] + 0.2, 7)
+        before, now, after = (ego_motion(trajectory, times + dt) for dt in (-step, 0, step))
+        cos, sin = np.cos(now['yaw']), np.sin(now['yaw'])
+
+        def to_ego(vector):  # (T, 2) global -> (T, 2) ego frame
+            return np.stack([cos * vector[:, 0] + sin * vector[:, 1],
+                             -sin * vector[:, 0] + cos * vector[:, 1]], axis=1)
+
+        velocity = (after['xy'] - before['xy']) / (2 * step)
+        np.testing.assert_allclose(to_ego(velocity), now['velocity'][:, :2], atol=1e-5)
+        global_velocity = [np.stack([np.cos(m['yaw']), np.sin(m['yaw'])], 1)
+                           * m['velocity'][:, :1] for m in (before, after)]
+        acceleration = (global_velocity[1] - global_velocity[0]) / (2 * step)
+        np.testing.assert_allclose(to_ego(acceleration), now['acceleration'][:, :2], atol=1e-5)
+        np.testing.assert_allclose((after['yaw'] - before['yaw']) / (2 * step),
+                                   now['rotation_rate'][:, 2], atol=1e-7)
+        assert np.all(now['velocity'][:, 0] > 1.0)
+        for key in ('velocity', 'acceleration', 'rotation_rate'):
+            other = {'velocity': (1, 2), 'acceleration': (2, ), 'rotation_rate': (0, 1)}[key]
+            assert np.all(now[key][:, other] == 0)
+
+
+def test_info_can_bus_is_read_from_the_toy_expansion(world, infos, nusc):
+    """Per the official converter: position and orientation of the last pose message at or
+    before the sample (12 ms before it in the toy expansion), accel, rotation rate and velocity
+    of the first message after it (8 ms after), then two zeros."""
+    before = (CAN_POSE_INTERVAL_US - CAN_POSE_OFFSET_US) / 1e6
+    after = CAN_POSE_OFFSET_US / 1e6
+    quirk_effect = 0.0
+    for info in infos.values():
+        for entry in info['data_list']:
+            assert isinstance(entry['can_bus'], list) and len(entry['can_bus']) == 18
+            can_bus = np.array(entry['can_bus'])
+            sample = nusc.get('sample', entry['token'])
+            scene = nusc.get('scene', sample['scene_token'])
+            first = nusc.get('sample', scene['first_sample_token'])['timestamp']
+            t = (sample['timestamp'] - first) / 1e6
+            trajectory = scene_trajectory(ARGS['seed'], scene['name'], ARGS['samples_per_scene'])
+            pose, motion = (ego_motion(trajectory, np.array([time]))
+                            for time in (t - before, t + after))
+            np.testing.assert_allclose(can_bus[0:3], [*pose['xy'][0], 0.0], atol=2e-6)
+            w, x, y, z = can_bus[3:7]
+            assert x == y == 0 and abs(np.hypot(w, z) - 1) < 1e-7
+            assert abs(_wrapped(2 * np.arctan2(z, w) - pose['yaw'][0])) < 1e-7
+            np.testing.assert_allclose(can_bus[7:10], motion['acceleration'][0], atol=2e-6)
+            np.testing.assert_allclose(can_bus[10:13], motion['rotation_rate'][0], atol=2e-6)
+            np.testing.assert_allclose(can_bus[13:16], motion['velocity'][0], atol=2e-6)
+            np.testing.assert_array_equal(can_bus[16:], [0.0, 0.0])
+            at_pose = ego_motion(trajectory, np.array([t - before]))
+            quirk_effect = max(quirk_effect, np.abs(at_pose['velocity'][0, 0] - can_bus[13]),
+                               np.abs(at_pose['acceleration'][0, 1] - can_bus[8]))
+    assert quirk_effect > 1e-3  # the message after differs from the pose's message
+
+
+def test_scene_without_pose_file_gets_zeros(world, infos, nusc, tmp_path):
+    can_dir = tmp_path / 'can_bus'
+    shutil.copytree(osp.join(world['root'], 'can_bus'), can_dir)
+    os.remove(can_dir / 'scene-0103_pose.json')
+    with pytest.warns(UserWarning, match='scene-0103') as record:
+        rebuilt = build_nuscenes_infos(nusc, 'mini_val', can_bus_reader=CanBusReader(tmp_path))
+    assert len([w for w in record if 'CAN bus' in str(w.message)]) == 1
+    for entry, expected in zip(rebuilt['data_list'], infos['val']['data_list']):
+        if entry['scene_name'] == 'scene-0103':
+            assert entry['can_bus'] == [0.0] * 18
+        else:
+            assert entry == expected
 
 
 def test_info_transforms(infos, nusc):
@@ -463,7 +557,7 @@ def test_add_temporal_fields_restores_them(world, infos, nusc, tmp_path):
     path = str(tmp_path / 'mmdet3d_infos_val.pkl')
     with open(path, 'wb') as f:
         pickle.dump(stripped, f)
-    assert augment_nuscenes_infos(path, world['root']) == path
+    assert augment_nuscenes_infos(path, world['root']) == path  # no expansion: keeps can_bus
     assert _load_pkl(path) == infos['val']
 
     foreign = {**stripped, 'data_list': [{**stripped['data_list'][0], 'token': 'f' * 32}]}
@@ -504,14 +598,14 @@ def test_missing_data_root_errors_name_the_path(tmp_path, world):
 def test_create_infos_cli(world, infos, tmp_path):
     cli = _load_cli('create_nuscenes_infos')
     written = cli.main(['--data-root', world['root'], '--out-dir', str(tmp_path),
-                        '--no-progress'])
+                        '--can-bus-root', world['root'], '--no-progress'])
     assert sorted(written) == ['mini_train', 'mini_val']
     assert osp.basename(written['mini_val']) == 'nuscenes_infos_val.pkl'
     assert _load_pkl(written['mini_val']) == infos['val']
     assert _load_pkl(written['mini_train']) == infos['train']
 
     stripped = {**infos['train'], 'data_list': [
-        {k: v for k, v in e.items() if k not in TEMPORAL_KEYS}
+        {k: v for k, v in e.items() if k not in (*TEMPORAL_KEYS, 'can_bus')}
         for e in infos['train']['data_list']]}
     source = tmp_path / 'old' / 'infos_train.pkl'
     source.parent.mkdir()
@@ -519,9 +613,43 @@ def test_create_infos_cli(world, infos, tmp_path):
         pickle.dump(stripped, f)
     out_dir = tmp_path / 'augmented'
     cli.main(['--data-root', world['root'], '--augment', str(source), '--out-dir', str(out_dir),
-              '--no-progress'])
+              '--can-bus-root', world['root'], '--no-progress'])
     assert _load_pkl(out_dir / 'infos_train.pkl') == infos['train']
     assert _load_pkl(source) == stripped  # the input is left alone when --out-dir is given
+
+
+def test_infos_without_can_bus_expansion(world, infos, nusc, tmp_path):
+    """No --can-bus-root: can_bus is the database's ego pose (LIDAR_TOP) and zeros, with one
+    warning; --augment then keeps a can_bus that the entries already have."""
+    cli = _load_cli('create_nuscenes_infos')
+    with pytest.warns(UserWarning, match='no CAN bus expansion') as record:
+        written = cli.main(['--data-root', world['root'], '--out-dir', str(tmp_path),
+                            '--no-progress'])
+    assert len([w for w in record if 'CAN bus' in str(w.message)]) == 1
+    for split, path in written.items():
+        for entry in _load_pkl(path)['data_list']:
+            lidar = nusc.get('sample_data', nusc.get('sample', entry['token'])['data'][
+                'LIDAR_TOP'])
+            pose = nusc.get('ego_pose', lidar['ego_pose_token'])
+            assert entry['can_bus'] == [*pose['translation'], *pose['rotation']] + [0.0] * 11
+            np.testing.assert_array_equal(np.array(entry['ego2global'])[:3, 3],
+                                          pose['translation'])
+
+    half = {**infos['val'], 'data_list': [
+        {k: v for k, v in e.items() if k != 'can_bus' or i % 2}
+        for i, e in enumerate(infos['val']['data_list'])]}
+    path = tmp_path / 'half_infos_val.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump(half, f)
+    with pytest.warns(UserWarning, match='no CAN bus expansion'):
+        cli.main(['--data-root', world['root'], '--augment', str(path), '--no-progress'])
+    fallback = _load_pkl(written['mini_val'])['data_list']
+    for i, (entry, expected) in enumerate(zip(_load_pkl(path)['data_list'],
+                                              infos['val']['data_list'])):
+        assert entry['can_bus'] == (expected['can_bus'] if i % 2 else fallback[i]['can_bus'])
+    with pytest.raises(SystemExit, match='no_such_dir.*not a directory'):
+        cli.main(['--data-root', world['root'], '--augment', str(path), '--can-bus-root',
+                  str(tmp_path / 'no_such_dir'), '--no-progress'])
 
 
 def test_make_cli_ready_and_prepare(tmp_path, capsys):
@@ -537,6 +665,11 @@ def test_make_cli_ready_and_prepare(tmp_path, capsys):
     assert toy_nuscenes_ready(tmp_path, **small)
     assert not toy_nuscenes_ready(tmp_path, **{**small, 'seed': 6})
     assert not prepare_toy_nuscenes(tmp_path, **small, progress=False)['generated']
+
+    os.remove(tmp_path / 'can_bus' / 'scene-0103_pose.json')
+    assert not toy_nuscenes_ready(tmp_path, **small)
+    assert prepare_toy_nuscenes(tmp_path, **small, progress=False)['generated']
+    assert toy_nuscenes_ready(tmp_path, **small)
 
     jpgs = sorted(os.listdir(tmp_path / 'samples' / 'CAM_BACK'))
     os.remove(tmp_path / 'samples' / 'CAM_BACK' / jpgs[0])

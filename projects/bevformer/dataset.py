@@ -39,6 +39,14 @@ Temporal fields: ``scene_token`` and ``prev`` in every ``data_list`` entry (``ne
 (``python tools/data/create_nuscenes_infos.py --augment <pkl>``). With ``queue_length == 1`` such
 infos work: the queue is the current frame and ``scene_token`` is ''.
 
+CAN bus (``with_can_bus=True``): every ``data_list`` entry must carry ``can_bus`` (18 floats,
+written by ``tools/data/create_nuscenes_infos.py --can-bus-root``), else a ValueError names the info
+file. Each frame's info then gets ``can_bus`` as official BEVFormer's dataset makes it: a float64
+(18,) copy with [0:3] the ego2global translation, [3:7] its quaternion (w, x, y, z), [16] the ego
+yaw in radians in [0, 2 pi) and [17] in degrees (``projects.datasets.can_bus.frame_can_bus``),
+all absolute: the model takes the differences between frames. With ``with_can_bus=False`` a
+stored ``can_bus`` is dropped, so the model gets none.
+
 Camera paths: ``img_path`` of camera ``CAM_X`` is joined with ``data_prefix['CAM_X']`` (else
 ``data_prefix['img']``), itself joined with ``data_root``, as mmdet3d does.
 """
@@ -53,12 +61,16 @@ from mmengine.logging import print_log
 from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.registry import DATASETS
 
+from ..datasets.can_bus import CAN_BUS_DIM, frame_can_bus
 from .transforms import PackBEVInputs
 
 __all__ = ['BEVNuScenesDataset', 'AUGMENT_COMMAND']
 
 AUGMENT_COMMAND = ('python tools/data/create_nuscenes_infos.py --data-root {data_root} '
                    '--version <v1.0-trainval or v1.0-mini> --augment {ann_file}')
+CAN_BUS_COMMAND = ('python tools/data/create_nuscenes_infos.py --data-root {data_root} '
+                   '--version <v1.0-trainval or v1.0-mini> --can-bus-root <folder holding '
+                   'can_bus/> --augment {ann_file}')
 TEMPORAL_KEYS = ('scene_token', 'prev')
 _PREV_NOT_IN_DATASET = -2
 
@@ -74,6 +86,8 @@ class BEVNuScenesDataset(NuScenesDataset):
         pipeline: per-frame transforms followed by a ``PackBEVInputs``; without that final pack
             only ``queue_length == 1`` is allowed and the pipeline runs on the single info dict as
             in ``NuScenesDataset``.
+        with_can_bus: give every frame the official (18,) CAN-bus vector (see the module
+            docstring); the infos must carry ``can_bus``.
         **kwargs: ``NuScenesDataset`` / ``Det3DDataset`` arguments.
     """
 
@@ -82,6 +96,7 @@ class BEVNuScenesDataset(NuScenesDataset):
                  queue_length: int = 1,
                  modality: Optional[dict] = None,
                  pipeline: List[Union[dict, Callable]] = [],
+                 with_can_bus: bool = False,
                  **kwargs) -> None:
         if int(queue_length) != queue_length or queue_length < 1:
             raise ValueError(f'queue_length must be a positive integer, got {queue_length}')
@@ -91,6 +106,7 @@ class BEVNuScenesDataset(NuScenesDataset):
         if modality is None:
             modality = dict(use_camera=True, use_lidar=False)
         self.queue_length = int(queue_length)
+        self.with_can_bus = bool(with_can_bus)
         self._prev_index: Optional[List[int]] = None  # index of each sample's previous keyframe
         self._warned_missing_prev = False
         super().__init__(*args, modality=modality, pipeline=pipeline, **kwargs)
@@ -105,6 +121,21 @@ class BEVNuScenesDataset(NuScenesDataset):
             raise ValueError(f'BEVNuScenesDataset with queue_length={self.queue_length} needs '
                              "PackBEVInputs as the pipeline's last transform (it stacks the "
                              f'frames), got {last}')
+
+    def parse_data_info(self, info: dict) -> dict:
+        """``NuScenesDataset.parse_data_info``, with ``can_bus`` made the official vector (or
+        dropped without ``with_can_bus``)."""
+        can_bus = info.pop('can_bus', None)
+        if self.with_can_bus:
+            if can_bus is None or np.shape(can_bus) != (CAN_BUS_DIM, ):
+                found = 'none' if can_bus is None else f'shape {np.shape(can_bus)}'
+                raise ValueError(
+                    f'{self.ann_file}: data_list entry (token {info.get("token")}) has no '
+                    f'{CAN_BUS_DIM}-value can_bus ({found}); with_can_bus=True needs it in every '
+                    'entry. Add it from the nuScenes CAN bus expansion with: '
+                    + CAN_BUS_COMMAND.format(data_root=self.data_root, ann_file=self.ann_file))
+            info['can_bus'] = frame_can_bus(can_bus, info['ego2global'])
+        return super().parse_data_info(info)
 
     # ----------------------------------------------------------------------------- queue index
     def full_init(self) -> None:

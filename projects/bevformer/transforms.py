@@ -406,7 +406,9 @@ class PackBEVInputs(BaseTransform):
       ``timestamp`` (list of T float, seconds), ``frame_tokens`` (list of T sample tokens),
       ``frame_sample_idx`` (list of T dataset indices), ``frame_idx`` (list of T int, -1 when
       the info has none); ``prev_token``: the current frame's ``prev`` sample token ('' at a
-      scene start, None when the info has no temporal fields).
+      scene start, None when the info has no temporal fields); ``can_bus``: (T, 18) float64,
+      each frame's absolute CAN-bus vector (``BEVNuScenesDataset(with_can_bus=True)``), only
+      when the frames have one.
     - metainfo, shared: ``num_frames`` T, ``num_views`` N, ``img_shape`` (H, W) of the image
       content (the same for every view and frame, else ValueError), ``ori_shape`` (H0, W0) as
       loaded, ``pad_shape`` (H, W) (the data preprocessor replaces it with the padded shape),
@@ -460,6 +462,10 @@ class PackBEVInputs(BaseTransform):
             raise ValueError('PackBEVInputs got an empty queue')
         for t, frame in enumerate(frames):
             self._check_frame(frame, t)
+        with_can_bus = ['can_bus' in frame for frame in frames]
+        if any(with_can_bus) and not all(with_can_bus):
+            raise ValueError(f'frames {[t for t, has in enumerate(with_can_bus) if not has]} of '
+                             'the queue have no can_bus while the others have one')
 
         num_views = len(frames[-1]['img'])
         cam_names = frames[-1].get('cam_names')
@@ -516,6 +522,9 @@ class PackBEVInputs(BaseTransform):
             box_type_3d=box_type_3d,
             box_mode_3d=current.get('box_mode_3d', Box3DMode.LIDAR),
         ))
+        if all(with_can_bus):
+            data_sample.set_metainfo(dict(can_bus=np.stack(
+                [np.asarray(f['can_bus'], np.float64).reshape(18) for f in frames])))
         return dict(inputs=dict(img=img), data_samples=data_sample)
 
     def __repr__(self) -> str:

@@ -17,8 +17,11 @@ database, in scene order (the order asked for) then time order, and returns
     cam_instances  {CAM_*: []}
 
 plus the temporal fields mmdet3d's infos lack: ``scene_token``, ``scene_name``, ``prev`` and
-``next`` (sample tokens, '' at a scene's ends) and ``frame_idx`` (index of the sample in its scene).
-:func:`add_temporal_fields` adds the same fields to an info dict that mmdet3d already made.
+``next`` (sample tokens, '' at a scene's ends) and ``frame_idx`` (index of the sample in its scene),
+and ``can_bus``: the 18 floats of official BEVFormer's CAN-bus vector, from the nuScenes CAN bus
+expansion when one is given, else the ego pose and zeros (see ``can_bus.py``).
+:func:`add_temporal_fields` and :func:`add_can_bus` add the same fields to an info dict that
+mmdet3d already made.
 
 Conventions (those of mmdet3d 1.x, checked against a real mmdet3d 1.4 v1.0-mini info):
 
@@ -53,12 +56,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..common.checkpoint_io import write_atomic
+from .can_bus import CanBusReader
 
 __all__ = [
     'NUSCENES_CLASSES', 'CAMERA_CHANNELS', 'TEMPORAL_KEYS', 'quaternion_to_matrix',
     'matrix_to_quaternion', 'pose_matrix', 'global_box_to_lidar', 'nuscenes_metainfo',
     'load_nuscenes', 'select_scenes', 'build_nuscenes_infos', 'add_temporal_fields',
-    'augment_nuscenes_infos', 'create_nuscenes_infos', 'info_file_name', 'default_splits'
+    'add_can_bus', 'augment_nuscenes_infos', 'create_nuscenes_infos', 'info_file_name',
+    'default_splits'
 ]
 
 # The order of mmdet3d's NuScenesDataset METAINFO['classes'] (labels index this tuple).
@@ -271,7 +276,17 @@ def _instance_info(nusc, annotation: dict, lidar2global: np.ndarray,
         velocity=_velocity_to_lidar(nusc.box_velocity(annotation['token']), lidar2global))
 
 
-def _sample_info(nusc, sample: dict, label_of: Dict[str, int]) -> dict:
+def _sample_can_bus(nusc, sample: dict, can_bus_reader: CanBusReader) -> List[float]:
+    """The ``can_bus`` (18 floats) of a sample record."""
+    scene_name = nusc.get('scene', sample['scene_token'])['name']
+    lidar_data = nusc.get('sample_data', sample['data'][LIDAR_CHANNEL])
+    ego_pose = nusc.get('ego_pose', lidar_data['ego_pose_token'])
+    return can_bus_reader.sample_can_bus(scene_name, sample['timestamp'],
+                                         ego_pose['translation'], ego_pose['rotation']).tolist()
+
+
+def _sample_info(nusc, sample: dict, label_of: Dict[str, int],
+                 can_bus_reader: CanBusReader) -> dict:
     """One data_list entry (without ``sample_idx`` and the temporal fields)."""
     lidar_data, _, lidar2ego, ego2global = _sensor_to_global(nusc, sample['data'][LIDAR_CHANNEL])
     lidar2global = ego2global @ lidar2ego
@@ -279,6 +294,7 @@ def _sample_info(nusc, sample: dict, label_of: Dict[str, int]) -> dict:
         token=sample['token'],
         timestamp=lidar_data['timestamp'] / 1e6,
         ego2global=ego2global.tolist(),
+        can_bus=_sample_can_bus(nusc, sample, can_bus_reader),
         images={channel: _camera_info(nusc, sample['data'][channel], lidar2global)
                 for channel in CAMERA_CHANNELS},
         lidar_points=dict(num_pts_feats=NUM_LIDAR_FEATURES,
@@ -296,25 +312,48 @@ def nuscenes_metainfo(version: str) -> dict:
                 dataset='nuscenes', version=version, info_version=INFO_VERSION)
 
 
-def build_nuscenes_infos(nusc, scenes: Union[str, Sequence[str]],
-                         progress: bool = False) -> dict:
+def build_nuscenes_infos(nusc, scenes: Union[str, Sequence[str]], progress: bool = False,
+                         can_bus_reader: Optional[CanBusReader] = None) -> dict:
     """``dict(metainfo, data_list)`` of every keyframe sample of ``scenes`` (see module docstring).
 
     Args:
         nusc: a ``nuscenes.NuScenes`` database.
         scenes: a split name or a list of scene names (see :func:`select_scenes`).
         progress: show a progress bar over the scenes.
+        can_bus_reader: where ``can_bus`` comes from; default ``CanBusReader()``: the ego pose and
+            zeros, with a warning.
     """
+    can_bus_reader = can_bus_reader if can_bus_reader is not None else CanBusReader()
     label_of = {name: label for label, name in enumerate(NUSCENES_CLASSES)}
     data_list = []
     selected = select_scenes(nusc, scenes)
     for scene in tqdm(selected, desc='scenes', unit='scene', disable=not progress):
         for frame_idx, token in enumerate(_scene_sample_tokens(nusc, scene)):
             sample = nusc.get('sample', token)
-            info = dict(sample_idx=len(data_list), **_sample_info(nusc, sample, label_of))
+            info = dict(sample_idx=len(data_list),
+                        **_sample_info(nusc, sample, label_of, can_bus_reader))
             info.update(_temporal_fields(scene, sample, frame_idx))
             data_list.append(info)
     return dict(metainfo=nuscenes_metainfo(nusc.version), data_list=data_list)
+
+
+def _check_info_dict(infos) -> None:
+    """ValueError unless ``infos`` is a dict with a ``data_list`` list."""
+    if not isinstance(infos, dict) or not isinstance(infos.get('data_list'), list):
+        raise ValueError('infos must be an mmdet3d 1.x info dict (metainfo, data_list), got a '
+                         f'{type(infos).__name__}' + (f' with keys {sorted(infos)}'
+                                                      if isinstance(infos, dict) else ''))
+
+
+def _info_sample(nusc, entry: dict, index: int) -> dict:
+    """The sample record of ``data_list[index]`` (``entry``), or a ValueError naming it."""
+    token = entry.get('token')
+    try:
+        return nusc.get('sample', token)
+    except KeyError:
+        raise ValueError(f'data_list[{index}] token {token!r} is not a sample of the '
+                         f'{nusc.version} database at {nusc.dataroot!r}: does the info file '
+                         f'belong to another version or data root?') from None
 
 
 def add_temporal_fields(infos: dict, nusc) -> dict:
@@ -325,24 +364,41 @@ def add_temporal_fields(infos: dict, nusc) -> dict:
     Raises:
         ValueError: ``infos`` has no ``data_list``, or a token is not a sample of ``nusc``.
     """
-    if not isinstance(infos, dict) or not isinstance(infos.get('data_list'), list):
-        raise ValueError('infos must be an mmdet3d 1.x info dict (metainfo, data_list), got a '
-                         f'{type(infos).__name__}' + (f' with keys {sorted(infos)}'
-                                                      if isinstance(infos, dict) else ''))
+    _check_info_dict(infos)
     frame_of: Dict[str, int] = {}
     data_list = []
     for index, entry in enumerate(infos['data_list']):
         token = entry.get('token')
-        try:
-            sample = nusc.get('sample', token)
-        except KeyError:
-            raise ValueError(f'data_list[{index}] token {token!r} is not a sample of the '
-                             f'{nusc.version} database at {nusc.dataroot!r}: does the info file '
-                             f'belong to another version or data root?') from None
+        sample = _info_sample(nusc, entry, index)
         scene = nusc.get('scene', sample['scene_token'])
         if token not in frame_of:
             frame_of.update((t, i) for i, t in enumerate(_scene_sample_tokens(nusc, scene)))
         data_list.append({**entry, **_temporal_fields(scene, sample, frame_of[token])})
+    return {**infos, 'data_list': data_list}
+
+
+def add_can_bus(infos: dict, nusc, can_bus_reader: Optional[CanBusReader] = None,
+                overwrite: bool = True) -> dict:
+    """A copy of info dict ``infos`` whose entries carry ``can_bus`` (18 floats).
+
+    Args:
+        infos: an mmdet3d 1.x info dict whose entries' ``token`` are samples of ``nusc``.
+        nusc: the ``nuscenes.NuScenes`` database the infos were made from.
+        can_bus_reader: where ``can_bus`` comes from; default ``CanBusReader()`` (the ego pose).
+        overwrite: False keeps the ``can_bus`` that entries already have.
+
+    Raises:
+        ValueError: ``infos`` has no ``data_list``, or a token is not a sample of ``nusc``.
+    """
+    _check_info_dict(infos)
+    can_bus_reader = can_bus_reader if can_bus_reader is not None else CanBusReader()
+    data_list = []
+    for index, entry in enumerate(infos['data_list']):
+        if 'can_bus' in entry and not overwrite:
+            data_list.append(entry)
+            continue
+        sample = _info_sample(nusc, entry, index)
+        data_list.append({**entry, 'can_bus': _sample_can_bus(nusc, sample, can_bus_reader)})
     return {**infos, 'data_list': data_list}
 
 
@@ -354,8 +410,9 @@ def _dump_atomic(obj, path: str) -> None:
 def augment_nuscenes_infos(info_path: Union[str, os.PathLike], data_root: Union[str, os.PathLike],
                            version: Optional[str] = None,
                            out_path: Optional[Union[str, os.PathLike]] = None,
-                           nusc=None) -> str:
-    """Add ``TEMPORAL_KEYS`` to the entries of an mmdet3d 1.x nuScenes info pickle.
+                           nusc=None, can_bus_root: Optional[Union[str, os.PathLike]] = None,
+                           can_bus_reader: Optional[CanBusReader] = None) -> str:
+    """Add ``TEMPORAL_KEYS`` and ``can_bus`` to the entries of an mmdet3d 1.x nuScenes info pickle.
 
     Args:
         info_path: the existing info pkl (``{metainfo, data_list}``).
@@ -364,6 +421,10 @@ def augment_nuscenes_infos(info_path: Union[str, os.PathLike], data_root: Union[
         out_path: where to write; default: overwrite ``info_path`` (atomically; only fields are
             added).
         nusc: an already loaded database to use instead of loading ``data_root``.
+        can_bus_root: the folder holding the CAN bus expansion's ``can_bus/``: every entry's
+            ``can_bus`` is read from it. None: entries that have a ``can_bus`` keep it, the others
+            get the ego pose and zeros (with a warning).
+        can_bus_reader: an already made ``CanBusReader`` to use instead of ``can_bus_root``.
 
     Returns:
         The path written.
@@ -379,10 +440,14 @@ def augment_nuscenes_infos(info_path: Union[str, os.PathLike], data_root: Union[
                          f'update_infos_to_v2.py first')
     if version is None:
         version = infos.get('metainfo', {}).get('version', 'v1.0-trainval')
+    if can_bus_reader is None:
+        can_bus_reader = CanBusReader(can_bus_root)
     if nusc is None:
         nusc = load_nuscenes(data_root, version)
     out_path = os.fspath(out_path) if out_path is not None else info_path
-    _dump_atomic(add_temporal_fields(infos, nusc), out_path)
+    infos = add_can_bus(add_temporal_fields(infos, nusc), nusc, can_bus_reader,
+                        overwrite=can_bus_reader.can_bus_root is not None)
+    _dump_atomic(infos, out_path)
     return out_path
 
 
@@ -395,8 +460,9 @@ def info_file_name(prefix: str, split: str) -> str:
 
 def create_nuscenes_infos(data_root: Union[str, os.PathLike], out_dir=None,
                           version: str = 'v1.0-mini', splits: Optional[Sequence[str]] = None,
-                          prefix: str = 'nuscenes', progress: bool = True, nusc=None
-                          ) -> Dict[str, str]:
+                          prefix: str = 'nuscenes', progress: bool = True, nusc=None,
+                          can_bus_root: Optional[Union[str, os.PathLike]] = None,
+                          can_bus_reader: Optional[CanBusReader] = None) -> Dict[str, str]:
     """Write one info pkl per split (:func:`info_file_name`) for a nuScenes database.
 
     Args:
@@ -407,16 +473,22 @@ def create_nuscenes_infos(data_root: Union[str, os.PathLike], out_dir=None,
         prefix: file name prefix.
         progress: print a line per split and a progress bar over its scenes.
         nusc: an already loaded database to use instead of loading ``data_root``.
+        can_bus_root: the folder holding the CAN bus expansion's ``can_bus/``; None: ``can_bus``
+            is the ego pose and zeros (with a warning).
+        can_bus_reader: an already made ``CanBusReader`` to use instead of ``can_bus_root``.
 
     Returns:
         ``{split: path written}``.
     """
+    if can_bus_reader is None:
+        can_bus_reader = CanBusReader(can_bus_root)
     if nusc is None:
         nusc = load_nuscenes(data_root, version)
     out_dir = os.fspath(out_dir if out_dir is not None else data_root)
     written = {}
     for split in splits or default_splits(version):
-        infos = build_nuscenes_infos(nusc, split, progress=progress)
+        infos = build_nuscenes_infos(nusc, split, progress=progress,
+                                     can_bus_reader=can_bus_reader)
         path = osp.join(out_dir, info_file_name(prefix, split))
         _dump_atomic(infos, path)
         if progress:

@@ -1,10 +1,11 @@
 """A small, deterministic nuScenes-format world: tables, camera images, LiDAR sweeps, infos.
 
 The world is a flat ground plane (global z = 0) with boxes on it. In each scene the ego vehicle
-drives forward at a constant speed (4-8 m/s) and yaw rate (up to 0.06 rad/s, a gentle curve);
-keyframes come at 2 Hz. Around it stand or move, at constant velocity, objects of all ten nuScenes
-detection classes with realistic sizes (plus one ``movable_object.debris``, a category outside the
-detection classes): ``OBJECT_SPECS``. Every object stays within ``MAX_EGO_DISTANCE`` (28 m) of the
+drives forward at 4-8 m/s, speeding up or slowing down by up to 0.5 m/s^2, on a gentle curve (yaw
+rate up to 0.06 rad/s, changing linearly in time): ``EgoTrajectory``; keyframes come at 2 Hz.
+Around it stand or move, at constant velocity, objects of all ten nuScenes detection classes
+with realistic sizes (plus one ``movable_object.debris``, a category outside the detection
+classes): ``OBJECT_SPECS``. Every object stays within ``MAX_EGO_DISTANCE`` (28 m) of the
 ego at every keyframe, inside every class's evaluation range, and no two objects (nor an object
 and the ego) come close to overlapping. Attributes follow the motion (``vehicle.moving`` /
 ``vehicle.parked`` (a bus: ``vehicle.stopped``), ``pedestrian.moving`` / ``pedestrian.standing``,
@@ -42,9 +43,17 @@ Layout written by :func:`generate_toy_nuscenes`::
         samples/CAM_*/<log>__<CAM>__<us>.jpg, samples/LIDAR_TOP/<log>__LIDAR_TOP__<us>.pcd.bin
         maps/<token>.png                 placeholder semantic-prior masks (the devkit requires a
                                          file per map record; the world has no map content)
+        can_bus/<scene>_pose.json        CAN bus expansion pose messages (see below)
         nuscenes_infos_train.pkl         mmdet3d 1.4 infos (+ temporal fields) of the train scenes
         nuscenes_infos_val.pkl           ... of 'scene-0103' and 'scene-0916' (the mini_val split)
         toy_nuscenes_manifest.json       generator arguments; written last, marks completeness
+
+The CAN bus expansion holds only the ``pose`` messages, as nuscenes-devkit's ``NuScenesCanBus``
+reads them: 50 Hz from 0.2 s before a scene's first keyframe to 0.2 s after its last, 12 ms off
+the keyframes (a message 12 ms before and one 8 ms after each keyframe), with ``pos`` and
+``orientation`` the ego pose at ``utime``, and ``vel``, ``accel`` (the time derivatives of the
+ego's velocity, no gravity term) and ``rotation_rate`` in the ego frame (``ego_motion``). The
+info files' ``can_bus`` is read back from it with the devkit (``can_bus.py``).
 
 Scenes carry the names of the devkit's official v1.0-mini splits (``mini_train``: the first
 ``num_train_scenes`` of its 8 names; ``mini_val``: both of its names), so the devkit's
@@ -70,13 +79,13 @@ from .nuscenes_infos import (CAMERA_CHANNELS, LIDAR_CHANNEL, NUSCENES_CLASSES,
 
 __all__ = [
     'RIG', 'DEMO_ROOT', 'DEMO_INFO_PATH', 'camera_intrinsic', 'sensor2ego', 'OBJECT_SPECS',
-    'ToyObject', 'ScenePlan', 'rig_from_info',
-    'scene_names', 'plan_scene', 'generate_toy_nuscenes', 'toy_nuscenes_ready',
+    'ToyObject', 'EgoTrajectory', 'ScenePlan', 'rig_from_info', 'scene_names',
+    'scene_trajectory', 'ego_motion', 'plan_scene', 'generate_toy_nuscenes', 'toy_nuscenes_ready',
     'prepare_toy_nuscenes'
 ]
 
 VERSION = 'v1.0-mini'
-FORMAT_VERSION = 1  # bump when the world changes, so toy_nuscenes_ready() rejects old worlds
+FORMAT_VERSION = 2  # bump when the world changes, so toy_nuscenes_ready() rejects old worlds
 MANIFEST_NAME = 'toy_nuscenes_manifest.json'
 INFO_PREFIX = 'nuscenes'
 # the real keyframe every developer and CI has at ../shared from the project's root
@@ -197,9 +206,10 @@ LOCATIONS = ('singapore-onenorth', 'boston-seaport')
 
 SIZE_JITTER = 0.08  # relative +- jitter of each box side
 MOVING_FRACTION = 0.5  # probability that an object able to move does
-EGO_SPEED = (4.0, 8.0)  # m/s
+EGO_SPEED = (4.0, 8.0)  # m/s at the first keyframe
+EGO_MAX_ACCEL = 0.5  # m/s^2, constant over a scene
 EGO_MAX_PATH = 28.0  # longer scenes drive slower, so that objects can stay in range (m)
-EGO_MAX_YAW_RATE = 0.06  # rad/s
+EGO_MAX_YAW_RATE = 0.06  # rad/s, at the first and at the last keyframe
 MAX_EGO_DISTANCE = 28.0  # every object centre stays within this of the ego origin (m)
 EGO_CLEARANCE = 4.5  # minimum gap between an object's bounding circle and the ego origin (m)
 CLEARANCE_STEPS = 10  # clearances are checked this many times per keyframe interval
@@ -208,6 +218,9 @@ MAX_OCCLUSION = 0.6  # most of an object's azimuth extent that nearer objects ma
 PLACEMENT_TRIES = 100
 SCENE_ATTEMPTS = 40  # object layouts tried until every object has LiDAR points in every keyframe
 KEYFRAME_INTERVAL_US = 500_000  # 2 Hz
+CAN_POSE_INTERVAL_US = 20_000  # 50 Hz, as the real CAN bus pose messages
+CAN_POSE_MARGIN_US = 200_000  # pose messages cover a scene's keyframes with this margin each side
+CAN_POSE_OFFSET_US = 8_000  # the first pose message after a keyframe comes this much later
 FIRST_TIMESTAMP_US = 1_531_000_000_000_000  # 2018-07-07; scene n starts n * 1000 s later
 
 LIDAR_ELEVATIONS_DEG = np.linspace(-30.67, 10.67, 32)  # HDL-32E beams, ring 0 = lowest
@@ -225,6 +238,7 @@ MIN_IMAGE_SIDE = 32
 MAX_SAMPLES_PER_SCENE = 12
 JPEG_QUALITY = 92
 _SAMPLE_FILE = re.compile(r'^toy\d+-scene-\d{4}__')
+_CAN_BUS_FILE = re.compile(r'^scene-\d{4}_pose\.json$')
 
 
 # ----------------------------------------------------------------------------- validation
@@ -284,10 +298,24 @@ class ToyObject(NamedTuple):
     instance_token: str
 
 
+class EgoTrajectory(NamedTuple):
+    """The ego's motion in a scene, t in seconds from the first keyframe: it starts at
+    ``(x0, y0)`` heading ``yaw0`` and drives forward at ``speed + accel * t`` with yaw rate
+    ``yaw_rate + yaw_accel * t`` (see :func:`ego_motion`)."""
+    x0: float  # global m
+    y0: float
+    yaw0: float  # rad, counter-clockwise from global +x
+    speed: float  # m/s at t = 0
+    accel: float  # m/s^2
+    yaw_rate: float  # rad/s at t = 0
+    yaw_accel: float  # rad/s^2
+
+
 class ScenePlan(NamedTuple):
     """Everything of one scene except the rendered images."""
     name: str  # e.g. 'scene-0061'
     timestamps: List[int]  # (K,) keyframe times in microseconds
+    trajectory: EgoTrajectory
     ego_poses: List[Tuple[float, float, float]]  # (K,) ego (x, y, yaw) in global frame
     objects: List[ToyObject]
     lidar_points: List[np.ndarray]  # (K,) float32 (N_k, 5) sweeps in the LIDAR_TOP frame
@@ -305,30 +333,64 @@ def _scene_number(name: str) -> int:
     return int(name.split('-')[1])
 
 
-def _ego_trajectory(rng: np.random.Generator,
-                    duration: float) -> Tuple[float, float, float, float, float]:
-    """A random ego motion over ``duration`` seconds: start (x, y, yaw), constant speed (m/s,
-    at most ``EGO_MAX_PATH / duration``) and yaw rate (rad/s)."""
+def _ego_trajectory(rng: np.random.Generator, duration: float) -> EgoTrajectory:
+    """A random ego motion over ``duration`` seconds (> 0): start speed in ``EGO_SPEED`` and a
+    constant acceleration, both scaled down when the path would exceed ``EGO_MAX_PATH``; yaw
+    rates in +-``EGO_MAX_YAW_RATE`` at the first and last keyframe, linear in between."""
     x0, y0 = rng.uniform(300.0, 1700.0, size=2)
     yaw0 = rng.uniform(-np.pi, np.pi)
-    speed = min(rng.uniform(*EGO_SPEED), EGO_MAX_PATH / duration)
-    return (float(x0), float(y0), float(yaw0), float(speed),
-            float(rng.uniform(-EGO_MAX_YAW_RATE, EGO_MAX_YAW_RATE)))
+    speed, accel = rng.uniform(*EGO_SPEED), rng.uniform(-EGO_MAX_ACCEL, EGO_MAX_ACCEL)
+    scale = min(1.0, EGO_MAX_PATH / (speed * duration + accel * duration ** 2 / 2))
+    yaw_rate, final_yaw_rate = rng.uniform(-EGO_MAX_YAW_RATE, EGO_MAX_YAW_RATE, size=2)
+    return EgoTrajectory(float(x0), float(y0), float(yaw0), float(speed * scale),
+                         float(accel * scale), float(yaw_rate),
+                         float((final_yaw_rate - yaw_rate) / duration))
 
 
-def _ego_poses(trajectory: Tuple[float, ...], times: np.ndarray
-               ) -> List[Tuple[float, float, float]]:
-    """(T,) ego (x, y, yaw) at ``times`` (s) along a constant-speed, constant-yaw-rate arc."""
-    x0, y0, yaw0, speed, yaw_rate = trajectory
-    yaws = yaw0 + yaw_rate * times
-    if abs(yaw_rate) < 1e-9:
-        xs, ys = x0 + speed * times * np.cos(yaw0), y0 + speed * times * np.sin(yaw0)
-    else:
-        radius = speed / yaw_rate
-        xs = x0 + radius * (np.sin(yaws) - np.sin(yaw0))
-        ys = y0 - radius * (np.cos(yaws) - np.cos(yaw0))
+# Gauss-Legendre nodes on [-1, 1]: the path integral below is exact to ~1e-12 m for these motions
+_QUADRATURE_NODES, _QUADRATURE_WEIGHTS = np.polynomial.legendre.leggauss(24)
+
+
+def ego_motion(trajectory: EgoTrajectory, times: np.ndarray) -> Dict[str, np.ndarray]:
+    """The ego's state at ``times`` (T,) seconds from the first keyframe (negative: before it).
+
+    Returns:
+        dict of ``xy`` (T, 2) global position (m), ``yaw`` (T,) heading (rad, not wrapped),
+        ``velocity`` (T, 3) m/s, ``acceleration`` (T, 3) m/s^2 (the time derivative of the
+        velocity, no gravity) and ``rotation_rate`` (T, 3) rad/s, the last three in the ego frame
+        (x forward, y left, z up).
+    """
+    traj = trajectory
+    times = np.asarray(times, dtype=np.float64)
+    # position: x0 + the integral over [0, t] of speed(s) * (cos, sin)(yaw(s)) ds
+    s = times[:, None] * (_QUADRATURE_NODES[None, :] + 1) / 2  # (T, Q) quadrature points
+    weights = times[:, None] / 2 * _QUADRATURE_WEIGHTS[None, :]
+    speed_s = traj.speed + traj.accel * s
+    yaw_s = traj.yaw0 + traj.yaw_rate * s + traj.yaw_accel * s ** 2 / 2
+    xy = np.stack([traj.x0 + (weights * speed_s * np.cos(yaw_s)).sum(1),
+                   traj.y0 + (weights * speed_s * np.sin(yaw_s)).sum(1)], axis=1)
+    speed = traj.speed + traj.accel * times
+    yaw_rate = traj.yaw_rate + traj.yaw_accel * times
+    zeros = np.zeros_like(times)
+    return dict(xy=xy, yaw=traj.yaw0 + traj.yaw_rate * times + traj.yaw_accel * times ** 2 / 2,
+                velocity=np.stack([speed, zeros, zeros], axis=1),
+                acceleration=np.stack([np.full_like(times, traj.accel), speed * yaw_rate, zeros],
+                                      axis=1),
+                rotation_rate=np.stack([zeros, zeros, yaw_rate], axis=1))
+
+
+def _ego_poses(trajectory: EgoTrajectory, times: np.ndarray) -> List[Tuple[float, float, float]]:
+    """(T,) ego (x, y, yaw wrapped into [-pi, pi]) at ``times`` (s)."""
+    motion = ego_motion(trajectory, times)
     return [(float(x), float(y), float(np.arctan2(np.sin(a), np.cos(a))))
-            for x, y, a in zip(xs, ys, yaws)]
+            for (x, y), a in zip(motion['xy'], motion['yaw'])]
+
+
+def scene_trajectory(seed: int, name: str, samples_per_scene: int) -> EgoTrajectory:
+    """The ego trajectory of scene ``name`` (the one :func:`plan_scene` uses), without the rest
+    of the plan."""
+    return _ego_trajectory(np.random.default_rng([seed, _scene_number(name), 0]),
+                           (samples_per_scene - 1) * KEYFRAME_INTERVAL_US / 1e6)
 
 
 def _attribute(name: str, moving: bool) -> Optional[str]:
@@ -698,7 +760,7 @@ def plan_scene(seed: int, name: str, samples_per_scene: int) -> ScenePlan:
     number = _scene_number(name)
     rng = np.random.default_rng([seed, number, 0])
     times = np.arange(samples_per_scene) * KEYFRAME_INTERVAL_US / 1e6
-    trajectory = _ego_trajectory(rng, float(times[-1]))
+    trajectory = _ego_trajectory(rng, float(times[-1]))  # the same as scene_trajectory's
     ego_poses = _ego_poses(trajectory, times)
     ego_track = np.array([pose[:2] for pose in _ego_poses(trajectory, _fine_times(times))])
     for _ in range(SCENE_ATTEMPTS):
@@ -718,7 +780,7 @@ def plan_scene(seed: int, name: str, samples_per_scene: int) -> ScenePlan:
     return ScenePlan(
         name=name,
         timestamps=[start + k * KEYFRAME_INTERVAL_US for k in range(samples_per_scene)],
-        ego_poses=ego_poses,
+        trajectory=trajectory, ego_poses=ego_poses,
         objects=[ToyObject(instance_token=token, **o) for o, token in
                  zip(objects, tokens['instance'])],
         lidar_points=sweeps, num_lidar_pts=counts, tokens=tokens)
@@ -838,12 +900,33 @@ def _visibility_token(visible: int, silhouette: int) -> str:
 
 
 # ----------------------------------------------------------------------------- tables
-def _write_json(path: str, obj) -> None:
-    """Write ``obj`` as JSON (one record per line, like nuScenes), atomically."""
+def _write_json(path: str, obj, indent: Optional[int] = 0) -> None:
+    """Write ``obj`` as JSON (by default one value per line, like nuScenes), atomically."""
     tmp_path = f'{path}.tmp'
     with open(tmp_path, 'w') as f:
-        json.dump(obj, f, indent=0)
+        json.dump(obj, f, indent=indent)
     os.replace(tmp_path, path)
+
+
+# ----------------------------------------------------------------------------- CAN bus
+def _can_bus_pose_messages(plan: ScenePlan) -> List[dict]:
+    """The scene's CAN bus ``pose`` messages (see the module docstring), keys in the real files'
+    order."""
+    first, last = plan.timestamps[0], plan.timestamps[-1]
+    utimes = np.arange(first - CAN_POSE_MARGIN_US + CAN_POSE_OFFSET_US,
+                       last + CAN_POSE_MARGIN_US + 1, CAN_POSE_INTERVAL_US)
+    motion = ego_motion(plan.trajectory, (utimes - first) / 1e6)
+    return [dict(accel=_round(motion['acceleration'][i], 6),
+                 orientation=_round(_yaw_quaternion(_wrap(motion['yaw'][i])), 8),
+                 pos=_round((*motion['xy'][i], 0.0), 6),
+                 rotation_rate=_round(motion['rotation_rate'][i], 6), utime=int(utime),
+                 vel=_round(motion['velocity'][i], 6))
+            for i, utime in enumerate(utimes)]
+
+
+def _can_bus_file(scene_name: str) -> str:
+    """Relative path of a scene's CAN bus pose messages."""
+    return f'can_bus/{scene_name}_pose.json'
 
 
 def _static_tables(seed: int) -> Tuple[dict, dict]:
@@ -995,12 +1078,16 @@ def _map_records(seed: int, logs: List[dict]) -> List[dict]:
 
 
 def _remove_stale_samples(root: str, written: set) -> None:
-    """Delete sample files of an earlier generation (our naming) that this one did not write."""
+    """Delete sample and CAN bus files of an earlier generation (our naming) that this one did not
+    write."""
     for channel in (*CAMERA_CHANNELS, LIDAR_CHANNEL):
         directory = osp.join(root, 'samples', channel)
         for name in os.listdir(directory):
             if _SAMPLE_FILE.match(name) and f'samples/{channel}/{name}' not in written:
                 os.remove(osp.join(directory, name))
+    for name in os.listdir(osp.join(root, 'can_bus')):
+        if _CAN_BUS_FILE.match(name) and f'can_bus/{name}' not in written:
+            os.remove(osp.join(root, 'can_bus', name))
 
 
 def _summary(root: str, manifest: dict, generated: bool) -> dict:
@@ -1048,7 +1135,8 @@ def generate_toy_nuscenes(root: Union[str, os.PathLike], num_train_scenes: int =
     image_size = tuple(args['image_size'])
     names = scene_names(args['num_train_scenes'])
     channels = (*CAMERA_CHANNELS, LIDAR_CHANNEL)
-    for directory in (VERSION, 'maps', *(f'samples/{channel}' for channel in channels)):
+    for directory in (VERSION, 'maps', 'can_bus',
+                      *(f'samples/{channel}' for channel in channels)):
         os.makedirs(osp.join(root, directory), exist_ok=True)
     manifest_path = osp.join(root, MANIFEST_NAME)
     if osp.exists(manifest_path):
@@ -1066,6 +1154,9 @@ def generate_toy_nuscenes(root: Union[str, os.PathLike], num_train_scenes: int =
             plan = plan_scene(seed, name, samples_per_scene)
             visibility, paths = _write_scene_files(root, plan, seed, image_size, progress_bar)
             written.update(paths)
+            _write_json(osp.join(root, _can_bus_file(name)), _can_bus_pose_messages(plan),
+                        indent=None)
+            written.add(_can_bus_file(name))
             records = _scene_records(plan, seed, LOCATIONS[index % len(LOCATIONS)], image_size,
                                      lookup, visibility)
             for table, rows in records.items():
@@ -1081,7 +1172,7 @@ def generate_toy_nuscenes(root: Union[str, os.PathLike], num_train_scenes: int =
     _remove_stale_samples(root, written)
     nusc = load_nuscenes(root, VERSION)
     create_nuscenes_infos(root, out_dir=root, version=VERSION, splits=('mini_train', 'mini_val'),
-                          prefix=INFO_PREFIX, progress=progress, nusc=nusc)
+                          prefix=INFO_PREFIX, progress=progress, nusc=nusc, can_bus_root=root)
     manifest = dict(generator='projects.datasets.toy_nuscenes', format_version=FORMAT_VERSION,
                     args=args, scenes=names, num_samples=num_samples,
                     num_annotations=num_annotations)
@@ -1095,7 +1186,8 @@ def toy_nuscenes_ready(root: Union[str, os.PathLike], num_train_scenes: int = 4,
     """Whether ``root`` holds a complete world generated with exactly these arguments.
 
     True when the manifest (written last) matches the arguments and the generator version, and
-    the tables, the info files and every sample file the tables list exist.
+    the tables, the info files, every sample file the tables list and every scene's CAN bus pose
+    file exist.
     """
     args = _checked_args(num_train_scenes, samples_per_scene, image_size, seed)
     root = os.fspath(root)
@@ -1105,6 +1197,9 @@ def toy_nuscenes_ready(root: Union[str, os.PathLike], num_train_scenes: int = 4,
         return False
     summary = _summary(root, manifest, generated=False)
     if not all(osp.isfile(path) for path in summary['info_files'].values()):
+        return False
+    if not all(osp.isfile(osp.join(root, _can_bus_file(name)))
+               for names in manifest['scenes'].values() for name in names):
         return False
     try:
         with open(osp.join(root, VERSION, 'sample_data.json')) as f:
