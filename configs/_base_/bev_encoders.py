@@ -4,6 +4,10 @@
 # C5 only, 1280x720): 150x150, 3 layers; base (R101-DCN, 4 FPN levels, 1600x900): 200x200,
 # 6 layers. All: 256 channels, 6 cameras, 4 heights per pillar, 8 heads, temporal self-attention
 # with 4 points, spatial cross-attention with 8 points per level, FFN 512, dropout 0.1.
+# They run the official code path, so that converted official checkpoints compute what the
+# official models compute (docs/official_differences.md): the CAN-bus MLP, the previous BEV turned
+# about the pixel (100, 100) and the reference points shifted by the CAN-bus motion, and camera
+# hits counted over the padded image. Needs CAN-bus values in the infos (`with_can_bus`).
 
 bev_point_cloud_range = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 
@@ -17,6 +21,11 @@ bevformer_tiny_encoder = dict(
     num_cams=6,
     num_feature_levels=1,
     num_points_in_pillar=4,
+    use_can_bus=True,
+    can_bus_norm=True,
+    temporal_alignment='official',
+    rotate_center=[100, 100],
+    hit_area='padded',
     layer_cfg=dict(
         feedforward_channels=512,
         ffn_drop=0.1,

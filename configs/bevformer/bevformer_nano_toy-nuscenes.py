@@ -1,7 +1,8 @@
 # A CPU-sized BEVFormer for the toy nuScenes world (`python tools/data/make_toy_nuscenes.py`):
 # six 400x224 cameras, a ResNet-18 at 1/4 width (no pretrained weights) with C3 + C4 -> FPN 64,
 # a 32x32 BEV over +-32 m, 1 encoder layer, 3 decoder layers, 100 queries, a queue of 2 keyframes
-# (one previous BEV). Evaluated with mmdet3d's NuScenesMetric on the toy world's mini_val scenes.
+# (one previous BEV), the CAN-bus input (the world writes a CAN bus expansion), our exact temporal
+# alignment. Evaluated with mmdet3d's NuScenesMetric on the toy world's mini_val scenes.
 _base_ = ['../_base_/datasets/nuscenes_bev.py', 'mmdet3d::_base_/default_runtime.py']
 custom_imports = dict(imports=['projects'], allow_failed_imports=False)
 default_scope = 'mmdet3d'
@@ -44,6 +45,8 @@ model = dict(
         num_cams=6,
         num_feature_levels=2,
         num_points_in_pillar=4,
+        use_can_bus=True,
+        temporal_alignment='exact',
         layer_cfg=dict(
             feedforward_channels=2 * embed_dims,
             ffn_drop=0.0,
@@ -81,11 +84,12 @@ train_dataloader = dict(
     batch_size=2,
     num_workers=2,
     persistent_workers=True,
-    dataset=dict(
-        data_root=data_root, metainfo=_metainfo, pipeline=_train_pipeline, queue_length=2))
+    dataset=dict(data_root=data_root, metainfo=_metainfo, pipeline=_train_pipeline,
+                 queue_length=2, with_can_bus=True))
 val_dataloader = dict(
     num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=_metainfo, pipeline=_test_pipeline))
+    dataset=dict(data_root=data_root, metainfo=_metainfo, pipeline=_test_pipeline,
+                 with_can_bus=True))
 test_dataloader = val_dataloader
 val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl')
 test_evaluator = val_evaluator

@@ -29,6 +29,7 @@ from mmengine.structures import InstanceData  # noqa: E402
 
 import projects  # noqa: E402,F401
 from projects.bevformer.rig import nuscenes_rig_lidar2img  # noqa: E402
+from projects.datasets.can_bus import frame_can_bus  # noqa: E402
 from projects.common.benchmark import measure  # noqa: E402
 
 # image (H, W) the published configs feed the network, by their resize scale of 1600x900
@@ -64,6 +65,7 @@ def make_batch(image_hw: Tuple[int, int], num_frames: int, batch_size: int,
             num_frames=num_frames, num_views=6, lidar2img=np.stack([lidar2img] * num_frames),
             img_shape=image_hw, batch_input_shape=pad_hw, ego2global=poses,
             lidar2ego=np.stack([np.eye(4)] * num_frames), scene_token=['scene'] * num_frames,
+            can_bus=np.stack([frame_can_bus(np.zeros(18), pose) for pose in poses]),
             box_type_3d=LiDARInstance3DBoxes, sample_idx=index))
         if with_gt:
             boxes = torch.rand(20, 9, generator=generator)
