@@ -13,8 +13,10 @@ import glob
 import os
 import os.path as osp
 import pickle
+import random
 import subprocess
 import sys
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -626,3 +628,42 @@ def test_visualisation_command(tmp_path):
     assert 'CAM_BACK_RIGHT' in result.stdout and 'done' in result.stdout
     image = cv2.imread(str(out))
     assert image is not None and image.shape[1] > image.shape[0]
+
+
+def test_official_queue_sampling_drops_one_of_the_previous_frames_at_random(tmp_path):
+    """queue_length 3: two of the three keyframes before the current one, in time order, each
+    dropped with chance 1/3; before the scene start the frame after is repeated."""
+    dataset = build_dataset(tmp_path, make_info_file(str(tmp_path)), queue_sampling='official')
+    tokens = [dataset.get_data_info(i)['token'] for i in range(len(dataset))]
+    random.seed(0)
+    draws = Counter(tuple(tokens[i] for i in dataset.queue_indices(index_of(dataset, 'scene-a-3')))
+                    for _ in range(600))
+    assert set(draws) == {('scene-a-0', 'scene-a-1', 'scene-a-3'),
+                          ('scene-a-0', 'scene-a-2', 'scene-a-3'),
+                          ('scene-a-1', 'scene-a-2', 'scene-a-3')}
+    assert all(150 < count < 250 for count in draws.values())
+    at_start = {tuple(tokens[i] for i in dataset.queue_indices(index_of(dataset, 'scene-a-1')))
+                for _ in range(100)}
+    assert at_start == {('scene-a-0', 'scene-a-0', 'scene-a-1'),  # a-0 kept
+                        ('scene-a-1', 'scene-a-1', 'scene-a-1')}  # a-0 dropped: none before
+    with pytest.raises(ValueError, match='queue_sampling must be one of'):
+        build_dataset(tmp_path, make_info_file(str(tmp_path)), queue_sampling='shuffled')
+
+
+def test_photometric_distortion_draws_per_view_and_keeps_geometry():
+    """mmdet's PhotoMetricDistortion on each view with its own draws (the same transform on a
+    single image with the same random state gives each view), cameras untouched."""
+    generator = np.random.default_rng(0)
+    views = [generator.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(6)]
+    cam2img = np.stack([np.eye(4)] * 6)
+    results = dict(img=[v.copy() for v in views], cam2img=cam2img.copy())
+    np.random.seed(3)
+    out = TRANSFORMS.build(dict(type='MultiViewPhotoMetricDistortion')).transform(results)
+    np.random.seed(3)
+    single = TRANSFORMS.build(dict(type='mmdet.PhotoMetricDistortion'))
+    expected = [single.transform(dict(img=v.copy()))['img'] for v in views]
+    for got, want in zip(out['img'], expected):
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    changes = [float(np.abs(got - view).mean()) for got, view in zip(out['img'], views)]
+    assert len({round(c, 3) for c in changes}) > 1  # not one draw shared by all views
+    assert np.array_equal(out['cam2img'], cam2img)

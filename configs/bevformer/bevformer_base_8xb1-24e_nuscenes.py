@@ -12,6 +12,7 @@ train_dataloader = dict(dataset=dict(
     queue_length=4,
     pipeline=[
         dict(type='LoadMultiViewImages'),
+        dict(type='MultiViewPhotoMetricDistortion'),  # per view, as the official recipe
         dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True,
              with_attr_label=False),
         dict(type='ObjectRangeFilter', point_cloud_range={{_base_.point_cloud_range}}),

@@ -21,6 +21,7 @@ load_from = _fcos3d
 _scale = 0.8
 train_dataloader = dict(dataset=dict(pipeline=[
     dict(type='LoadMultiViewImages'),
+    dict(type='MultiViewPhotoMetricDistortion'),  # per view, as the official recipe
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range={{_base_.point_cloud_range}}),
     dict(type='ObjectNameFilter', classes={{_base_.class_names}}),

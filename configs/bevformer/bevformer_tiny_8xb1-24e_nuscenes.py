@@ -1,8 +1,9 @@
-# BEVFormer-tiny with the published model and schedule: ResNet-50 (torchvision weights) C5 -> FPN
+# BEVFormer-tiny with the published model and recipe: ResNet-50 (torchvision weights) C5 -> FPN
 # 256, images at 0.5 scale (800x450), 50x50 BEV, 3 encoder layers, 6 decoder layers, 900 queries,
-# a queue of 3 keyframes, GridMask, AdamW 2e-4 (backbone x0.1), 24 epochs (cosine per epoch,
-# evaluated every epoch), 8 GPUs x 1 sample. The encoder runs the official code path
-# (configs/_base_/bev_encoders.py), so converted official checkpoints reproduce the official model.
+# a queue of 3 keyframes (the current one and 2 of the 3 before it), GridMask, AdamW 2e-4
+# (backbone x0.1), 24 epochs (cosine per epoch, evaluated every epoch), 8 GPUs x 1 sample. The
+# encoder runs the official code path (configs/_base_/bev_encoders.py), so converted official
+# checkpoints compute what the official model computes.
 _base_ = [
     '../_base_/datasets/nuscenes_bev.py', '../_base_/bev_encoders.py',
     'mmdet3d::_base_/default_runtime.py'
@@ -51,7 +52,8 @@ model = dict(
     video_test_mode=True)
 
 # the encoder's CAN-bus input: infos made with tools/data/create_nuscenes_infos.py --can-bus-root
-train_dataloader = dict(dataset=dict(queue_length=3, with_can_bus=True))
+# the official recipe: 2 of the 3 keyframes before the current one, one dropped at random
+train_dataloader = dict(dataset=dict(queue_length=3, queue_sampling='official', with_can_bus=True))
 val_dataloader = dict(dataset=dict(with_can_bus=True))
 test_dataloader = val_dataloader
 

@@ -27,8 +27,10 @@ frame (every frame draws the same numbers, so e.g. the resize ratio and the flip
 left after the last frame as one frame's processing leaves them.
 
 Queue: for sample i, the previous ``queue_length - 1`` keyframes of its scene, found by following
-the info's ``prev`` sample tokens. At the start of a scene the earliest frame available is repeated
-(so a scene's first sample gives ``[f0, f0, f0]``, its second ``[f0, f0, f1]``); the model
+the info's ``prev`` sample tokens (``queue_sampling='official'``: ``queue_length - 1`` of the
+previous ``queue_length``, one dropped at random, as the official training recipe). At the start of
+a scene the earliest frame available is repeated (so a scene's first sample gives
+``[f0, f0, f0]``, its second ``[f0, f0, f1]``); the model
 recognises the repeat, or a scene change, from ``scene_token`` and the ego pose
 (``ego2global``). A ``prev`` token that is not in this dataset (e.g. a subset chosen with
 ``indices``) is treated as the start of the scene, with a warning.
@@ -72,6 +74,7 @@ CAN_BUS_COMMAND = ('python tools/data/create_nuscenes_infos.py --data-root {data
                    '--version <v1.0-trainval or v1.0-mini> --can-bus-root <folder holding '
                    'can_bus/> --augment {ann_file}')
 TEMPORAL_KEYS = ('scene_token', 'prev')
+QUEUE_SAMPLINGS = ('consecutive', 'official')
 _PREV_NOT_IN_DATASET = -2
 
 
@@ -88,6 +91,10 @@ class BEVNuScenesDataset(NuScenesDataset):
             in ``NuScenesDataset``.
         with_can_bus: give every frame the official (18,) CAN-bus vector (see the module
             docstring); the infos must carry ``can_bus``.
+        queue_sampling: ``'consecutive'``: the ``queue_length - 1`` keyframes right before the
+            current one; ``'official'`` (the official training recipe): ``queue_length - 1`` of
+            the ``queue_length`` keyframes before it, one dropped at random (so the immediate
+            predecessor is missing with chance 1 / queue_length), in time order.
         **kwargs: ``NuScenesDataset`` / ``Det3DDataset`` arguments.
     """
 
@@ -97,6 +104,7 @@ class BEVNuScenesDataset(NuScenesDataset):
                  modality: Optional[dict] = None,
                  pipeline: List[Union[dict, Callable]] = [],
                  with_can_bus: bool = False,
+                 queue_sampling: str = 'consecutive',
                  **kwargs) -> None:
         if int(queue_length) != queue_length or queue_length < 1:
             raise ValueError(f'queue_length must be a positive integer, got {queue_length}')
@@ -105,7 +113,11 @@ class BEVNuScenesDataset(NuScenesDataset):
                              f"sample together), got {kwargs['load_type']!r}")
         if modality is None:
             modality = dict(use_camera=True, use_lidar=False)
+        if queue_sampling not in QUEUE_SAMPLINGS:
+            raise ValueError(f'queue_sampling must be one of {QUEUE_SAMPLINGS}, got '
+                             f'{queue_sampling!r}')
         self.queue_length = int(queue_length)
+        self.queue_sampling = queue_sampling
         self.with_can_bus = bool(with_can_bus)
         self._prev_index: Optional[List[int]] = None  # index of each sample's previous keyframe
         self._warned_missing_prev = False
@@ -179,26 +191,34 @@ class BEVNuScenesDataset(NuScenesDataset):
             self._prev_index.append(prev_idx)
 
     def queue_indices(self, index: int) -> List[int]:
-        """Dataset indices of sample ``index``'s queue, oldest first, ``index`` last; the earliest
-        frame available is repeated at a scene start."""
+        """Dataset indices of sample ``index``'s queue, oldest first, ``index`` last (see
+        ``queue_sampling``); the earliest frame available is repeated at a scene start."""
         if self.queue_length == 1:
             return [index]
         if self._prev_index is None:
             self.full_init()
-        queue = [index]
-        while len(queue) < self.queue_length:
-            prev_idx = self._prev_index[queue[-1]]
+        # the keyframes before ``index`` in its scene, nearest first, up to the ones drawn from
+        steps_back = list(range(1, self.queue_length))
+        if self.queue_sampling == 'official':
+            candidates = list(range(1, self.queue_length + 1))
+            candidates.pop(random.randrange(len(candidates)))  # one of them dropped at random
+            steps_back = candidates
+        chain = [index]
+        while len(chain) <= steps_back[-1]:
+            prev_idx = self._prev_index[chain[-1]]
             if prev_idx < 0:
                 break
-            queue.append(prev_idx)
-        if (len(queue) < self.queue_length and not self._warned_missing_prev
-                and self._prev_index[queue[-1]] == _PREV_NOT_IN_DATASET):
+            chain.append(prev_idx)
+        queue = [index]
+        for step in steps_back:  # a step before the scene start repeats the frame after it
+            queue.append(chain[step] if step < len(chain) else queue[-1])
+        if (len(chain) <= steps_back[-1] and not self._warned_missing_prev
+                and self._prev_index[chain[-1]] == _PREV_NOT_IN_DATASET):
             self._warned_missing_prev = True
             num_missing = self._prev_index.count(_PREV_NOT_IN_DATASET)
             print_log(f'{num_missing} samples of {self.ann_file} have a prev sample that is not '
                       'in this dataset; their queues start there, as at a scene start',
                       logger='current', level=logging.WARNING)
-        queue += [queue[-1]] * (self.queue_length - len(queue))
         return queue[::-1]
 
     # -------------------------------------------------------------------------------- samples

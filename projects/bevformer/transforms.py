@@ -1,4 +1,5 @@
-"""Multi-view camera pipeline of BEVFormer: loading, joint resize / crop / flip, packing a queue.
+"""Multi-view camera pipeline of BEVFormer: loading, joint resize / crop / flip, photometric
+distortion per view, packing a queue.
 
 Every transform changes the images of all views of one frame *and* their camera matrices, so a
 LiDAR-frame point projected with the updated ``lidar2img`` lands on the same image content as
@@ -60,13 +61,14 @@ import torch
 from mmcv.transforms import BaseTransform
 from mmengine.fileio import get
 
+from mmdet.datasets.transforms import PhotoMetricDistortion
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures import Box3DMode, LiDARInstance3DBoxes
 
 __all__ = [
-    'LoadMultiViewImages', 'MultiViewResize', 'MultiViewCrop', 'MultiViewFlip', 'PackBEVInputs',
-    'image_affine_matrix', 'apply_image_affine'
+    'LoadMultiViewImages', 'MultiViewResize', 'MultiViewCrop', 'MultiViewFlip',
+    'MultiViewPhotoMetricDistortion', 'PackBEVInputs', 'image_affine_matrix', 'apply_image_affine'
 ]
 
 # Keys whose per-view values :func:`apply_image_affine` updates.
@@ -385,6 +387,27 @@ class MultiViewFlip(BaseTransform):
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(prob={self.prob})'
+
+
+@TRANSFORMS.register_module()
+class MultiViewPhotoMetricDistortion(BaseTransform):
+    """mmdet's ``PhotoMetricDistortion`` (brightness, contrast, saturation, hue, channel swap,
+    each at random) applied to every view with its own draws, as the official BEVFormer recipe's
+    ``PhotoMetricDistortionMultiViewImage``; the views become float32. Put it before
+    ``MultiViewResize``. Arguments are ``PhotoMetricDistortion``'s (defaults: the official
+    ones). Unlike the official pipeline, the frames of one queue share the draws (the dataset
+    gives each frame the same random state)."""
+
+    def __init__(self, **kwargs) -> None:
+        self.distortion = PhotoMetricDistortion(**kwargs)
+
+    def transform(self, results: dict) -> dict:
+        results['img'] = [self.distortion.transform(dict(img=img))['img']
+                          for img in results['img']]
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.distortion!r})'
 
 
 @TRANSFORMS.register_module()

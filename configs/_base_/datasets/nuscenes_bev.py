@@ -26,6 +26,7 @@ backend_args = None
 
 train_pipeline = [
     dict(type='LoadMultiViewImages', backend_args=backend_args),
+    dict(type='MultiViewPhotoMetricDistortion'),  # per view, as the official recipe
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range=point_cloud_range),
     dict(type='ObjectNameFilter', classes=class_names),
