@@ -83,10 +83,10 @@ def seeing_cameras(point: np.ndarray, lidar2img: np.ndarray) -> list:
     return views
 
 
-def tiny_checkpoint(path: str) -> str:
+def tiny_checkpoint(path: str, options: dict = TINY_MODEL) -> str:
     """A randomly initialised tiny BEVFormer saved as an mmengine checkpoint."""
     cfg = Config.fromfile(CONFIG)
-    cfg.merge_from_dict(TINY_MODEL)
+    cfg.merge_from_dict(options)
     with DefaultScope.overwrite_default_scope('mmdet3d'):
         torch.manual_seed(0)
         model = MODELS.build(cfg.model)
@@ -256,12 +256,16 @@ def test_tool_names_a_missing_checkpoint_or_config(tmp_path, capsys):
 @pytest.mark.slow
 @needs_demo
 def test_tool_writes_a_png_of_the_real_frame(tmp_path, capsys):
+    """The demo frame's mmdet3d info has no CAN bus: a model without the CAN-bus input."""
     tool = load_tool()
-    checkpoint = tiny_checkpoint(str(tmp_path / 'tiny.pth'))
+    without_can_bus = dict(TINY_MODEL, **{'model.encoder.use_can_bus': False,
+                                          'test_dataloader.dataset.with_can_bus': False})
+    checkpoint = tiny_checkpoint(str(tmp_path / 'tiny.pth'), without_can_bus)
+    options = [f'{key}={value}' for key, value in without_can_bus.items()]
     out_dir = tmp_path / 'vis'
     tool.main([CONFIG, checkpoint, '--data-root', DEMO_ROOT, '--ann-file', DEMO_INFOS[0],
                '--out-dir', str(out_dir), '--score-threshold', '0', '--dpi', '40',
-               '--cfg-options', *[f'{key}={value}' for key, value in TINY_MODEL.items()]])
+               '--cfg-options', *options])
     pngs = glob.glob(str(out_dir / '*.png'))
     assert len(pngs) == 1
     picture = cv2.imread(pngs[0])
@@ -270,5 +274,4 @@ def test_tool_writes_a_png_of_the_real_frame(tmp_path, capsys):
     assert 'predicting' in output and 'wrote' in output
     with pytest.raises(SystemExit, match='--index 5 is out of range'):
         tool.main([CONFIG, checkpoint, '--data-root', DEMO_ROOT, '--ann-file', DEMO_INFOS[0],
-                   '--index', '5', '--out-dir', str(out_dir),
-                   '--cfg-options', *[f'{key}={value}' for key, value in TINY_MODEL.items()]])
+                   '--index', '5', '--out-dir', str(out_dir), '--cfg-options', *options])

@@ -13,7 +13,11 @@ test dataset (``test_dataloader.dataset``, its test pipeline) or, with ``--data-
     python tools/analysis/visualize_predictions.py \\
         configs/bevformer/bevformer_nano_toy-nuscenes.py CKPT \\
         --data-root ../shared/data/nuscenes_demo \\
-        --ann-file ../shared/data/nuscenes_demo/n015-2018-07-24-11-22-45+0800.pkl
+        --ann-file ../shared/data/nuscenes_demo/n015-2018-07-24-11-22-45+0800.pkl \\
+        --cfg-options model.encoder.use_can_bus=False test_dataloader.dataset.with_can_bus=False
+
+(that info, made by mmdet3d, has no CAN bus: the model of CKPT must be one without the CAN-bus
+input, or the info must first get one with ``tools/data/create_nuscenes_infos.py --augment``).
 
 Predictions are drawn in their class colour (solid wireframes, score in the BEV panel), the
 ground truth (``eval_ann_info`` of the test dataset) white and dashed. ``--history N`` first runs
