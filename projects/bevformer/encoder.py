@@ -45,18 +45,18 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, ModuleList, xavier_init
 from torch import Tensor, nn
 
+from ..datasets.can_bus import CAN_BUS_DIM
 from .attention import BEVSpatialCrossAttention, BEVTemporalSelfAttention
 from .geometry import (HIT_AREAS, align_previous_bev, bev_cell_centers, can_bus_bev_shift,
                        check_bev_grid, pillar_points, project_to_cameras,
                        rotate_bev_like_torchvision)
 
 __all__ = [
-    'BEVFormerEncoderLayer', 'BEVFormerEncoder', 'TEMPORAL_ALIGNMENTS', 'CAN_BUS_DIMS',
-    'OFFICIAL_SETTINGS', 'OFFICIAL_WEIGHTS_MARKER'
+    'BEVFormerEncoderLayer', 'BEVFormerEncoder', 'TEMPORAL_ALIGNMENTS', 'OFFICIAL_SETTINGS',
+    'OFFICIAL_WEIGHTS_MARKER'
 ]
 
 TEMPORAL_ALIGNMENTS = ('exact', 'official')
-CAN_BUS_DIMS = 18
 # The settings under which converted official weights compute what the official model does, and
 # the state-dict entry (added by projects/bevformer/convert.py) that marks such weights; its value
 # is the source's use_can_bus.
@@ -192,7 +192,7 @@ class BEVFormerEncoder(BaseModule):
     def _can_bus_mlp(embed_dims: int, with_norm: bool) -> nn.Sequential:
         """(bs, 18) -> (bs, C): Linear, ReLU, Linear, ReLU[, LayerNorm], named as the official
         ``can_bus_mlp`` (``0``, ``2``, ``norm``)."""
-        layers = OrderedDict([('0', nn.Linear(CAN_BUS_DIMS, embed_dims // 2)), ('1', nn.ReLU()),
+        layers = OrderedDict([('0', nn.Linear(CAN_BUS_DIM, embed_dims // 2)), ('1', nn.ReLU()),
                               ('2', nn.Linear(embed_dims // 2, embed_dims)), ('3', nn.ReLU())])
         if with_norm:
             layers['norm'] = nn.LayerNorm(embed_dims)
@@ -274,8 +274,8 @@ class BEVFormerEncoder(BaseModule):
                              f'{self.use_can_bus}, temporal_alignment='
                              f'{self.temporal_alignment!r}): the infos must carry CAN-bus values '
                              '(tools/data/create_nuscenes_infos.py --can-bus-root)')
-        if tuple(can_bus.shape) != (bs, CAN_BUS_DIMS):
-            raise ValueError(f'can_bus must be (bs, {CAN_BUS_DIMS}) = ({bs}, {CAN_BUS_DIMS}), got '
+        if tuple(can_bus.shape) != (bs, CAN_BUS_DIM):
+            raise ValueError(f'can_bus must be (bs, {CAN_BUS_DIM}) = ({bs}, {CAN_BUS_DIM}), got '
                              f'{tuple(can_bus.shape)}')
         return can_bus
 
