@@ -11,7 +11,7 @@ model = dict(
 train_dataloader = dict(dataset=dict(
     queue_length=4,
     pipeline=[
-        dict(type='LoadMultiViewImages'),
+        dict(type='LoadMultiViewImages', to_float32=True),
         dict(type='MultiViewPhotoMetricDistortion'),  # per view, as the official recipe
         dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True,
              with_attr_label=False),
@@ -20,7 +20,7 @@ train_dataloader = dict(dataset=dict(
         dict(type='PackBEVInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d']),
     ]))
 val_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='LoadMultiViewImages'),
+    dict(type='LoadMultiViewImages', to_float32=True),
     dict(type='PackBEVInputs', keys=['img']),
 ]))
 test_dataloader = val_dataloader

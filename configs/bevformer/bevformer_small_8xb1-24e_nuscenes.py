@@ -20,7 +20,7 @@ load_from = _fcos3d
 
 _scale = 0.8
 train_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='LoadMultiViewImages'),
+    dict(type='LoadMultiViewImages', to_float32=True),
     dict(type='MultiViewPhotoMetricDistortion'),  # per view, as the official recipe
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range={{_base_.point_cloud_range}}),
@@ -29,7 +29,7 @@ train_dataloader = dict(dataset=dict(pipeline=[
     dict(type='PackBEVInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d']),
 ]))
 val_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='LoadMultiViewImages'),
+    dict(type='LoadMultiViewImages', to_float32=True),
     dict(type='MultiViewResize', scale_factor=_scale),
     dict(type='PackBEVInputs', keys=['img']),
 ]))

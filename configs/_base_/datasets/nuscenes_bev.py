@@ -21,11 +21,13 @@ camera_prefixes = dict(
     CAM_BACK_LEFT='samples/CAM_BACK_LEFT',
     CAM_BACK_RIGHT='samples/CAM_BACK_RIGHT')
 bev_image_scale = 0.5
+# images resized in float32, as the official pipeline (it normalised before resizing; the
+# normalisation is affine per channel, so it commutes with the bilinear resize, uint8 rounding not)
 bev_queue_length = 3
 backend_args = None
 
 train_pipeline = [
-    dict(type='LoadMultiViewImages', backend_args=backend_args),
+    dict(type='LoadMultiViewImages', to_float32=True, backend_args=backend_args),
     dict(type='MultiViewPhotoMetricDistortion'),  # per view, as the official recipe
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range=point_cloud_range),
@@ -34,7 +36,7 @@ train_pipeline = [
     dict(type='PackBEVInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d']),
 ]
 test_pipeline = [
-    dict(type='LoadMultiViewImages', backend_args=backend_args),
+    dict(type='LoadMultiViewImages', to_float32=True, backend_args=backend_args),
     dict(type='MultiViewResize', scale_factor=bev_image_scale),
     dict(type='PackBEVInputs', keys=['img']),
 ]
