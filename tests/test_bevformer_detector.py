@@ -17,7 +17,7 @@ IMAGE_HW = (64, 96)
 EMBED = 32
 
 
-def _tiny_detector(**overrides):
+def _tiny_detector(encoder_options=None, **overrides):
     cfg = dict(
         type='BEVFormerDetector',
         img_backbone=dict(type='mmdet.ResNet', depth=18, base_channels=8, num_stages=2,
@@ -29,7 +29,8 @@ def _tiny_detector(**overrides):
                      num_feature_levels=1,
                      layer_cfg=dict(feedforward_channels=64, ffn_drop=0.0,
                                     self_attn_cfg=dict(num_heads=2, dropout=0.0),
-                                    cross_attn_cfg=dict(num_heads=2, dropout=0.0))),
+                                    cross_attn_cfg=dict(num_heads=2, dropout=0.0)),
+                     **(encoder_options or {})),
         bbox_head=dict(type='BEVFormerHead', num_classes=3, num_query=12, num_layers=2,
                        embed_dims=EMBED, num_heads=2, feedforward_channels=64, dropout=0.0,
                        point_cloud_range=[-20, -20, -3, 20, 20, 3]),
@@ -227,3 +228,57 @@ def test_grid_mask_keeps_whole_grid_lines_and_masks_only_in_training():
     assert torch.equal(GridMask(prob=0.0)(images), images)
     with pytest.raises(ValueError, match='ratio'):
         GridMask(ratio=1.5)
+
+
+def _with_can_bus(sample, seed):
+    """Absolute per-frame CAN-bus vectors (T, 18), as PackBEVInputs gives them."""
+    frames = sample.num_frames
+    can_bus = np.random.default_rng(seed).normal(size=(frames, 18)) * 10
+    sample.set_metainfo(dict(can_bus=can_bus))
+    return can_bus
+
+
+def _can_bus_inputs(model):
+    """The can_bus the encoder gets at every call."""
+    inputs = []
+    model.encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: inputs.append(kwargs['can_bus'].double()), with_kwargs=True)
+    return inputs
+
+
+def _expected_can_bus(current, previous):
+    """Translation [0:3] and heading [17] relative to ``previous`` (None: zeros), rest as is."""
+    expected = np.array(current, dtype=np.float64)
+    relative = [0, 1, 2, 17]
+    expected[relative] = 0.0 if previous is None else current[relative] - previous[relative]
+    return torch.from_numpy(expected)
+
+
+def test_can_bus_deltas_follow_the_frame_whose_bev_is_used():
+    model = _tiny_detector(encoder_options=dict(use_can_bus=True))
+    inputs = _can_bus_inputs(model)
+    # training: sample 0 in one scene (deltas to its previous frame), sample 1 across scenes
+    same, changed = _sample(['a', 'a'], [0.0, 2.0]), _sample(['b', 'c'], [0.0, 1.0])
+    can_same, can_changed = _with_can_bus(same, 0), _with_can_bus(changed, 1)
+    model.train().loss(dict(imgs=_images(2, 2)), [same, changed])
+    history, current = inputs
+    for sample, can_bus in enumerate([can_same, can_changed]):
+        torch.testing.assert_close(history[sample].float(),
+                                   _expected_can_bus(can_bus[0], None).float())
+    torch.testing.assert_close(current[0].float(),
+                               _expected_can_bus(can_same[1], can_same[0]).float())
+    torch.testing.assert_close(current[1].float(), _expected_can_bus(can_changed[1], None).float())
+    # test: relative to the kept frame when it is the linked predecessor, else zero
+    inputs.clear()
+    model.eval()
+    absolute = []
+    with torch.no_grad():
+        for token, prev, scene in [('k0', '', 's'), ('k1', 'k0', 's'), ('k2', 'k1', 't')]:
+            sample = _sample([scene], [0.0], with_gt=False, frame_tokens=[token],
+                             prev_token=prev)
+            absolute.append(_with_can_bus(sample, len(absolute) + 2)[0])
+            model.predict(dict(imgs=_images(1, 1)), [sample])
+    expected = [_expected_can_bus(absolute[0], None), _expected_can_bus(absolute[1], absolute[0]),
+                _expected_can_bus(absolute[2], None)]  # k2: another scene, no previous BEV
+    for got, want in zip(inputs, expected):
+        torch.testing.assert_close(got[0].float(), want.float())
