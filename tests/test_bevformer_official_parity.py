@@ -4,6 +4,8 @@ layer, whole encoder and head's decoded boxes, the encoder set to the official c
 re-implementation of the official code in ``official_bevformer_reference.py``, in float64, on the
 real nuScenes camera rig, with random weights converted from an official-layout state dict."""
 import math
+import os.path as osp
+import runpy
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from projects.bevformer.rig import nuscenes_rig_lidar2img
 from projects.datasets.nuscenes_infos import NUSCENES_CLASSES
 
 DEFAULT_SCOPE = 'mmdet3d'
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SIZES = OfficialSizes(embed=32, heads=4, ffn=48, bev_h=12, bev_w=14, encoder_layers=2,
                       decoder_layers=1, levels=2)
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
@@ -179,3 +182,22 @@ def test_decoded_boxes_match_the_official_head_in_the_1_x_box_convention():
                                expected[:, [0, 1, 2, 3, 4, 5, 7, 8]], atol=1e-4, rtol=0)
     yaw_error = torch.remainder(ours_boxes[:, 6] - expected[:, 6] + math.pi, 2 * math.pi) - math.pi
     assert yaw_error.abs().max() < 1e-5
+
+
+def test_alignment_picture_tool_shows_the_official_rotation_off_for_tiny_only(tmp_path):
+    """tools/analysis/visualize_temporal_alignment.py: the exact alignment puts the previous
+    BEV's landmarks where they are; the official one too for base (rotation about its grid
+    centre), not for tiny (rotation about a pixel far outside its grid)."""
+    tool = runpy.run_path(osp.join(REPO, 'tools/analysis/visualize_temporal_alignment.py'))
+
+    def error(size, which):
+        exact, official, truth = tool['panels'](size, 4.0, 5.0)
+        truth = torch.nn.functional.avg_pool2d(truth[None, None], 4)[0, 0]  # on the grid
+        image = exact if which == 'exact' else official
+        return float((image - truth).abs().mean() / truth.abs().mean())
+
+    tiny_official, base_official = error(50, 'official'), error(200, 'official')
+    assert error(50, 'exact') < 0.5 * tiny_official
+    assert error(200, 'exact') < base_official < 0.3 * tiny_official  # nearest neighbour only
+    out = tmp_path / 'alignment.png'
+    assert tool['main'](['--out', str(out)]) == 0 and out.stat().st_size > 10_000

@@ -39,7 +39,8 @@ LANDMARK_SPACING = 12.8  # metres
 def landmark_map(size: int) -> torch.Tensor:
     """(1, 1, size, size) previous BEV: Gaussian dots on a 12.8 m lattice (previous LiDAR frame)."""
     centres = bev_cell_centers(size, size, RANGE)  # (Q, 2)
-    offset = torch.remainder(centres + LANDMARK_SPACING / 2, LANDMARK_SPACING) - LANDMARK_SPACING / 2
+    half = LANDMARK_SPACING / 2
+    offset = torch.remainder(centres + half, LANDMARK_SPACING) - half  # to the nearest landmark
     return torch.exp(-(offset ** 2).sum(-1) / 2.0).view(1, 1, size, size)
 
 
