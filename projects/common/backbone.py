@@ -1,7 +1,9 @@
-"""What our backbones share: mmdet's ``frozen_stages`` and ``norm_eval`` conventions, and how
-``pretrained`` / ``init_cfg`` weights are loaded."""
+"""What our backbones share: mmdet's ``frozen_stages`` and ``norm_eval`` conventions, how
+``pretrained`` / ``init_cfg`` weights are loaded, and the conversion of foreign checkpoint layouts
+wherever a state dict is loaded into them."""
 from typing import Callable, List, Optional, Sequence
 
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -34,6 +36,32 @@ class StagedBackbone(BaseModule):
     pretrained: Optional[str]  # checkpoint path from ``pretrained`` / a Pretrained ``init_cfg``
     # the family's converter of foreign checkpoint layouts (``projects/<family>/convert.py``)
     checkpoint_converter: Callable
+
+    def __init__(self, init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.register_load_state_dict_pre_hook(self._convert_foreign_layout)
+
+    def _convert_foreign_layout(self, module, state_dict, prefix: str, *args) -> None:
+        """Load-state-dict pre-hook: the tensors under ``prefix`` (e.g. a detector checkpoint's
+        ``backbone.``) in another layout (the official repository's, mmdet's) are replaced, in
+        ``state_dict``, by the family's converter's output, so every loading path (``tools/test.py
+        CKPT``, ``load_from``, ``load_state_dict``) gets our names; what it did is logged."""
+        keys = [key for key in state_dict if key.startswith(prefix)]
+        ours = {key[len(prefix):]: state_dict[key] for key in keys}
+        converted = type(self).checkpoint_converter(ours, self)
+        if converted.keys() == ours.keys() and all(converted[k] is ours[k] for k in ours):
+            return  # our own layout
+        for key in keys:
+            del state_dict[key]
+        state_dict.update((prefix + key, value) for key, value in converted.items())
+        own = set(self.state_dict())
+        unplaced, unfilled = sorted(set(converted) - own), sorted(own - set(converted))
+        print_log(f'{type(self).__name__} (keys under {prefix!r}): {len(ours)} checkpoint tensors '
+                  f'in another layout converted to {len(converted)} of ours by '
+                  f'{type(self).checkpoint_converter.__name__} ({len(ours) - len(converted)} '
+                  f'classification-only or recomputed ones dropped); {len(unplaced)} without a '
+                  f'place here {unplaced[:5]}, {len(unfilled)} of ours not in the checkpoint '
+                  f'{unfilled[:5]}', logger='current')
 
     def init_weights(self) -> None:
         """Load ``pretrained`` through the family's ``checkpoint_converter``, else run another
