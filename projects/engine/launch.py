@@ -160,15 +160,18 @@ def process_group_released():
     """Destroys the default process group (if any) when the block ends: after a barrier when it
     succeeded, so no process tears down while another still talks to it; at once when it raised
     (a barrier would wait for the processes that failed)."""
+    def release(barrier: bool) -> None:
+        if dist.is_available() and dist.is_initialized():
+            if barrier:
+                dist.barrier()
+            dist.destroy_process_group()
+
     try:
         yield
     except BaseException:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        release(barrier=False)
         raise
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    release(barrier=True)
 
 
 def build_runner(cfg: Config) -> Runner:
