@@ -309,7 +309,8 @@ def test_official_checkpoint_loads_the_shared_mechanism(tmp_path):
     official = official_state_dict(**OFFICIAL_SMALL)
     path = str(tmp_path / 'moa_official.pth')
     torch.save({'model': official, 'epoch': 3}, path)
-    model = MOABackbone(pretrained=path, out_indices=(2, ), **OFFICIAL_SMALL)
+    model = MOABackbone(pretrained=path, out_indices=(2, ), allow_partial_checkpoint=True,
+                        **OFFICIAL_SMALL)
     model.init_weights()
     converted = convert_moa_checkpoint(official, model)
     missing, unexpected = model.load_state_dict(converted, strict=False)
@@ -327,7 +328,7 @@ def test_official_checkpoint_loads_the_shared_mechanism(tmp_path):
 
 
 def test_official_checkpoint_misses_the_new_output_norms_and_the_papers_moa_parts():
-    model = MOABackbone(**OFFICIAL_SMALL)
+    model = MOABackbone(allow_partial_checkpoint=True, **OFFICIAL_SMALL)
     missing, unexpected = model.load_state_dict(
         convert_moa_checkpoint(official_state_dict(**OFFICIAL_SMALL), model), strict=False)
     new_norms = ['norm0.bias', 'norm0.weight', 'norm1.bias', 'norm1.weight']

@@ -12,6 +12,7 @@ from mmdet.models.backbones.pvt import pvt_convert
 from mmdet.registry import MODELS
 from torch import nn
 
+from official_layouts import official_pvt_state_dict
 from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from projects.pvt import PVTBackbone, PVTV2Backbone, convert_pvt_checkpoint
 from projects.pvt.pvt import SpatialReductionAttention
@@ -194,59 +195,11 @@ def test_any_input_size(cls):
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def official_state_dict(cfg, version: int, linear: bool = False) -> dict:
-    """Random weights under the official whai362/PVT key names of a classification model (v1:
-    position embeddings, the class token's in stage 4, ``cls_token``; v2: depthwise MLP
-    convolutions, stage norms), with its ``norm`` / ``head``."""
-    generator = torch.Generator().manual_seed(1)
-
-    def rand(*shape, centre=0.0):
-        return centre + 0.1 * torch.randn(*shape, generator=generator)
-
-    def linear_layer(name, out_dims, in_dims):
-        return {f'{name}.weight': rand(out_dims, in_dims), f'{name}.bias': rand(out_dims)}
-
-    def norm(name, dims):
-        return {f'{name}.weight': rand(dims, centre=1.0), f'{name}.bias': rand(dims)}
-
-    sd, in_dims = {}, 3
-    for n, (dims, depth, sr) in enumerate(zip(cfg['embed_dims'], cfg['depths'], (8, 4, 2, 1)), 1):
-        kernel = (4 if n == 1 else 2) if version == 1 else (7 if n == 1 else 3)
-        sd.update({f'patch_embed{n}.proj.weight': rand(dims, in_dims, kernel, kernel),
-                   f'patch_embed{n}.proj.bias': rand(dims), **norm(f'patch_embed{n}.norm', dims)})
-        if version == 1:
-            grid = 224 // (4 * 2**(n - 1))
-            sd[f'pos_embed{n}'] = rand(1, grid * grid + (n == 4), dims)
-        hidden = dims * (8 if n <= 2 else 4)
-        for j in range(depth):
-            block = {**norm('norm1', dims), **linear_layer('attn.q', dims, dims),
-                     **linear_layer('attn.kv', 2 * dims, dims),
-                     **linear_layer('attn.proj', dims, dims), **norm('norm2', dims),
-                     **linear_layer('mlp.fc1', hidden, dims),
-                     **linear_layer('mlp.fc2', dims, hidden)}
-            if linear or sr > 1:
-                sr_kernel = 1 if linear else sr
-                block.update({'attn.sr.weight': rand(dims, dims, sr_kernel, sr_kernel),
-                              'attn.sr.bias': rand(dims), **norm('attn.norm', dims)})
-            if version == 2:
-                block.update({'mlp.dwconv.dwconv.weight': rand(hidden, 1, 3, 3),
-                              'mlp.dwconv.dwconv.bias': rand(hidden)})
-            sd.update({f'block{n}.{j}.{k}': v for k, v in block.items()})
-        if version == 2:
-            sd.update(norm(f'norm{n}', dims))
-        in_dims = dims
-    last = cfg['embed_dims'][-1]
-    if version == 1:
-        sd.update({'cls_token': rand(1, 1, last), **norm('norm', last)})
-    sd.update(linear_layer('head', 1000, last))
-    return sd
-
-
 @pytest.mark.parametrize('version', [1, 2])
 def test_official_checkpoint_matches_mmdet_converter(version):
     """An official checkpoint loads into ours with no key missing or unexpected, and gives the
     features of mmdet's model loaded through mmdet's own official->mmdet converter."""
-    official = official_state_dict(SMALL, version)
+    official = official_pvt_state_dict(SMALL, version)
     cls, reference_cls = ((PVTBackbone, PyramidVisionTransformer) if version == 1 else
                           (PVTV2Backbone, PyramidVisionTransformerV2))
     reference = official_eps_(reference_cls(**MMDET_SMALL))
@@ -262,7 +215,7 @@ def test_official_checkpoint_matches_mmdet_converter(version):
 
 
 def test_official_v1_class_token_embedding_dropped():
-    official = official_state_dict(SMALL, 1)
+    official = official_pvt_state_dict(SMALL, 1)
     ours = PVTBackbone(**SMALL)
     converted = convert_pvt_checkpoint(official, ours)
     assert torch.equal(converted['stages.3.pos_embed'], official['pos_embed4'][:, 1:])
@@ -270,7 +223,7 @@ def test_official_v1_class_token_embedding_dropped():
 
 
 def test_official_v2_linear_checkpoint_loads_without_missing_keys(tmp_path):
-    official = official_state_dict(SMALL, 2, linear=True)
+    official = official_pvt_state_dict(SMALL, 2, linear=True)
     model = PVTV2Backbone(linear=True, **SMALL)
     missing, unexpected = model.load_state_dict(convert_pvt_checkpoint(official, model),
                                                 strict=False)

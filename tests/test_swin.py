@@ -11,6 +11,7 @@ from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
 from torch import nn
 
+from official_layouts import official_swin_state_dict
 from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from projects.swin import SwinBackbone, SwinV2Backbone, convert_swin_checkpoint
 from projects.swin.swin import (SwinBlockV2, WindowAttentionV2, gather_windows, linear,
@@ -253,66 +254,20 @@ def test_v2_pretrained_window_normalises_offsets():
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def official_state_dict(cfg, v2=False) -> dict:
-    """Random weights under the official microsoft key names of a v1 / v2 classification model,
-    buffers (relative indices, shift masks) included."""
-    generator = torch.Generator().manual_seed(1)
-
-    def rand(*shape, centre=0.0):
-        return centre + 0.1 * torch.randn(*shape, generator=generator)
-
-    dims, ws = cfg['embed_dims'], cfg['window_size']
-    sd = {'patch_embed.proj.weight': rand(dims, 3, 4, 4), 'patch_embed.proj.bias': rand(dims),
-          'patch_embed.norm.weight': rand(dims, centre=1.0), 'patch_embed.norm.bias': rand(dims)}
-    for i, (depth, heads) in enumerate(zip(cfg['depths'], cfg['num_heads'])):
-        c = dims * 2**i
-        for j in range(depth):
-            block = {'norm1.weight': rand(c, centre=1.0), 'norm1.bias': rand(c),
-                     'norm2.weight': rand(c, centre=1.0), 'norm2.bias': rand(c),
-                     'attn.qkv.weight': rand(3 * c, c), 'attn.proj.weight': rand(c, c),
-                     'attn.proj.bias': rand(c),
-                     'attn.relative_position_index': torch.zeros(ws * ws, ws * ws).long(),
-                     'mlp.fc1.weight': rand(4 * c, c), 'mlp.fc1.bias': rand(4 * c),
-                     'mlp.fc2.weight': rand(c, 4 * c), 'mlp.fc2.bias': rand(c)}
-            if v2:
-                block.update({'attn.logit_scale': rand(heads, 1, 1, centre=math.log(10)),
-                              'attn.q_bias': rand(c), 'attn.v_bias': rand(c),
-                              'attn.cpb_mlp.0.weight': rand(512, 2),
-                              'attn.cpb_mlp.0.bias': rand(512),
-                              'attn.cpb_mlp.2.weight': rand(heads, 512),
-                              'attn.relative_coords_table': torch.zeros(1, 2 * ws - 1,
-                                                                        2 * ws - 1, 2)})
-            else:
-                block.update({'attn.qkv.bias': rand(3 * c),
-                              'attn.relative_position_bias_table': rand((2 * ws - 1)**2, heads)})
-            if j % 2:
-                block['attn_mask'] = torch.zeros(4, ws * ws, ws * ws)
-            sd.update({f'layers.{i}.blocks.{j}.{k}': v for k, v in block.items()})
-        if i < len(cfg['depths']) - 1:
-            merged = 2 * c if v2 else 4 * c  # v2 normalises after the reduction
-            sd.update({f'layers.{i}.downsample.reduction.weight': rand(2 * c, 4 * c),
-                       f'layers.{i}.downsample.norm.weight': rand(merged, centre=1.0),
-                       f'layers.{i}.downsample.norm.bias': rand(merged)})
-    last = dims * 2**(len(cfg['depths']) - 1)
-    sd.update({'norm.weight': torch.ones(last), 'norm.bias': torch.zeros(last),
-               'head.weight': rand(1000, last), 'head.bias': rand(1000)})
-    return sd
-
-
 OUT_NORM_KEYS = sorted(f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias'))
 
 
 def test_official_v1_checkpoint_matches_mmdet_converter(tmp_path):
     """An official v1 checkpoint loads with only the detection output norms missing, and gives
     the features of mmdet's model loaded through mmdet's own official->mmdet converter."""
-    official = official_state_dict(SMALL)
+    official = official_swin_state_dict(SMALL)
     reference = mmdet_swin(**SMALL)  # random output norms, copied into ours below
     mmdet_sd = {k[len('backbone.'):]: v for k, v in swin_converter(official).items()
                 if not k.endswith('relative_position_index')}  # official files hold zeros here
     missing, _ = reference.load_state_dict(mmdet_sd, strict=False)
     assert all(k.startswith('norm') or k.endswith('relative_position_index') for k in missing)
 
-    ours = SwinBackbone(**SMALL)
+    ours = SwinBackbone(allow_partial_checkpoint=True, **SMALL)  # without output norms
     converted = convert_swin_checkpoint(official, ours)
     missing, unexpected = ours.load_state_dict(converted, strict=False)
     assert sorted(missing) == OUT_NORM_KEYS and unexpected == []
@@ -325,7 +280,7 @@ def test_official_v1_checkpoint_matches_mmdet_converter(tmp_path):
 
 def test_official_detection_checkpoint_loads_without_missing_keys(tmp_path):
     """A detector checkpoint (``backbone.`` prefix, output norms, neck) leaves nothing missing."""
-    official = official_state_dict(SMALL)
+    official = official_swin_state_dict(SMALL)
     for key in ('norm.weight', 'norm.bias', 'head.weight', 'head.bias'):
         del official[key]
     official.update({key: torch.ones(32 * 2**int(key[4])) for key in OUT_NORM_KEYS})
@@ -340,8 +295,8 @@ def test_official_detection_checkpoint_loads_without_missing_keys(tmp_path):
 
 
 def test_official_v2_checkpoint_loads(tmp_path):
-    official = official_state_dict(SMALL, v2=True)
-    model = SwinV2Backbone(**SMALL)
+    official = official_swin_state_dict(SMALL, v2=True)
+    model = SwinV2Backbone(allow_partial_checkpoint=True, **SMALL)  # without output norms
     missing, unexpected = model.load_state_dict(convert_swin_checkpoint(official, model),
                                                 strict=False)
     assert sorted(missing) == OUT_NORM_KEYS and unexpected == []

@@ -1,14 +1,21 @@
 """What our backbones share: mmdet's ``frozen_stages`` and ``norm_eval`` conventions, how
-``pretrained`` / ``init_cfg`` weights are loaded, and the conversion of foreign checkpoint layouts
-wherever a state dict is loaded into them."""
-from typing import Callable, List, Optional, Sequence
+``pretrained`` / ``init_cfg`` weights are loaded, and the conversion and completeness check of
+checkpoints wherever a state dict is loaded into them."""
+import contextlib
+import logging
+from typing import Callable, Dict, List, Optional, Sequence
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .pretrained import load_pretrained
+from .pretrained import load_pretrained, pretrained_checkpoint
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that would leave backbone tensors unfilled or have tensors without a place
+    (another family, size or kind of model). :mod:`projects.engine.launch` adds the file name."""
 
 
 def check_stage_indices(out_indices: Sequence[int], frozen_stages: int, num_stages: int) -> None:
@@ -33,41 +40,84 @@ class StagedBackbone(BaseModule):
     frozen_stages: int
     norm_eval: bool
     out_indices: tuple
-    pretrained: Optional[str]  # checkpoint path from ``pretrained`` / a Pretrained ``init_cfg``
-    # the family's converter of foreign checkpoint layouts (``projects/<family>/convert.py``)
+    # the family's converter of foreign checkpoint layouts and its layout guess
+    # (``projects/<family>/convert.py``)
     checkpoint_converter: Callable
+    checkpoint_layout: Callable
 
-    def __init__(self, init_cfg: Optional[dict] = None) -> None:
+    def __init__(self, pretrained: Optional[str] = None, init_cfg: Optional[dict] = None,
+                 allow_partial_checkpoint: bool = False) -> None:
+        """``pretrained`` / ``init_cfg``: see :func:`pretrained_checkpoint`.
+        ``allow_partial_checkpoint``: let a state dict that leaves some of our tensors unfilled
+        or holds tensors without a place here load with a warning instead of an error (the
+        ``pretrained`` classification checkpoint is always loaded so)."""
+        path = pretrained_checkpoint(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
-        self.register_load_state_dict_pre_hook(self._convert_foreign_layout)
+        self.pretrained = path  # checkpoint from ``pretrained`` / a Pretrained ``init_cfg``
+        self.allow_partial_checkpoint = allow_partial_checkpoint
+        self.register_load_state_dict_pre_hook(self._convert_and_check_checkpoint)
 
-    def _convert_foreign_layout(self, module, state_dict, prefix: str, *args) -> None:
-        """Load-state-dict pre-hook: the tensors under ``prefix`` (e.g. a detector checkpoint's
-        ``backbone.``) in another layout (the official repository's, mmdet's) are replaced, in
-        ``state_dict``, by the family's converter's output, so every loading path (``tools/test.py
-        CKPT``, ``load_from``, ``load_state_dict``) gets our names; what it did is logged."""
+    def _convert_and_check_checkpoint(self, module, state_dict, prefix: str, *args) -> None:
+        """Load-state-dict pre-hook, so that every loading path (``tools/test.py CKPT``,
+        ``load_from``, ``load_state_dict``) gets it: the tensors under ``prefix`` (e.g. a detector
+        checkpoint's ``backbone.``) in another layout (the official repository's, mmdet's) are
+        replaced, in ``state_dict``, by the family's converter's output (logged); then a checkpoint
+        that does not fill every tensor of ours, or holds tensors (or shapes) that have no place
+        here, raises :class:`CheckpointMismatchError` unless ``allow_partial_checkpoint``."""
         keys = [key for key in state_dict if key.startswith(prefix)]
         ours = {key[len(prefix):]: state_dict[key] for key in keys}
+        layout = type(self).checkpoint_layout(ours)
         converted = type(self).checkpoint_converter(ours, self)
-        if converted.keys() == ours.keys() and all(converted[k] is ours[k] for k in ours):
-            return  # our own layout
-        for key in keys:
-            del state_dict[key]
-        state_dict.update((prefix + key, value) for key, value in converted.items())
-        own = set(self.state_dict())
-        unplaced, unfilled = sorted(set(converted) - own), sorted(own - set(converted))
-        print_log(f'{type(self).__name__} (keys under {prefix!r}): {len(ours)} checkpoint tensors '
-                  f'in another layout converted to {len(converted)} of ours by '
-                  f'{type(self).checkpoint_converter.__name__} ({len(ours) - len(converted)} '
-                  f'classification-only or recomputed ones dropped); {len(unplaced)} without a '
-                  f'place here {unplaced[:5]}, {len(unfilled)} of ours not in the checkpoint '
-                  f'{unfilled[:5]}', logger='current')
+        if not (converted.keys() == ours.keys() and all(converted[k] is ours[k] for k in ours)):
+            for key in keys:
+                del state_dict[key]
+            state_dict.update((prefix + key, value) for key, value in converted.items())
+            print_log(f'{type(self).__name__} (keys under {prefix!r}): {len(ours)} checkpoint '
+                      f'tensors in the {layout} layout converted to {len(converted)} of ours by '
+                      f'{type(self).checkpoint_converter.__name__} ({len(ours) - len(converted)} '
+                      'classification-only or recomputed ones dropped)', logger='current')
+        problem = (self._describe_misfit(converted, layout) if ours else
+                   f'the checkpoint holds no tensor under {prefix!r}')
+        if problem is None:
+            return
+        message = (f'{type(self).__name__} (keys under {prefix!r}): {problem}. A checkpoint of '
+                   f'another family or size? To load it partly on purpose (fine-tuning), set '
+                   f'allow_partial_checkpoint=True on the backbone.')
+        if not self.allow_partial_checkpoint:
+            raise CheckpointMismatchError(message)
+        print_log(message, logger='current', level=logging.WARNING)
+
+    def _describe_misfit(self, converted: Dict[str, Tensor], layout: str) -> Optional[str]:
+        """What keeps ``converted`` (our names) from filling this backbone exactly; None if
+        nothing."""
+        own = self.state_dict()
+        unplaced = sorted(set(converted) - set(own))
+        unfilled = sorted(set(own) - set(converted))
+        reshaped = [f'{k} {tuple(v.shape)} (ours {tuple(own[k].shape)})'
+                    for k, v in converted.items() if k in own and v.shape != own[k].shape]
+        if not (unplaced or unfilled or reshaped):
+            return None
+        return (f'the checkpoint (read as the {layout} layout) does not fit: {len(unfilled)} of '
+                f'our {len(own)} tensors would stay unfilled {unfilled[:5]}, {len(unplaced)} of '
+                f'its tensors have no place here {unplaced[:5]}, {len(reshaped)} have another '
+                f'shape {reshaped[:3]}')
+
+    @contextlib.contextmanager
+    def partial_checkpoint_allowed(self):
+        """Within the block, checkpoints may fill this backbone partly (see ``__init__``)."""
+        allowed, self.allow_partial_checkpoint = self.allow_partial_checkpoint, True
+        try:
+            yield
+        finally:
+            self.allow_partial_checkpoint = allowed
 
     def init_weights(self) -> None:
-        """Load ``pretrained`` through the family's ``checkpoint_converter``, else run another
-        ``init_cfg``, else initialise from scratch (``_init_from_scratch``)."""
+        """Load ``pretrained`` through the family's ``checkpoint_converter`` (expected to lack
+        our output norms and detection-only modules: missing tensors are reported, not errors),
+        else run another ``init_cfg``, else initialise from scratch (``_init_from_scratch``)."""
         if self.pretrained is not None:
-            load_pretrained(self, self.pretrained, convert=type(self).checkpoint_converter)
+            with self.partial_checkpoint_allowed():
+                load_pretrained(self, self.pretrained, convert=type(self).checkpoint_converter)
         elif self.init_cfg is not None:
             super().init_weights()
             return

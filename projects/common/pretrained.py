@@ -6,6 +6,7 @@ mmengine, so ``open-mmlab://`` and URLs work too), unwrap the state dict, strip 
 check shapes, load, and report missing and unexpected keys.
 """
 import os.path as osp
+from collections import Counter
 from typing import Callable, Dict, Optional
 
 import torch
@@ -45,6 +46,28 @@ def unwrap_state_dict(checkpoint: dict) -> StateDict:
             key = key[len('backbone.'):]
         state_dict[key] = value
     return state_dict
+
+
+def describe_checkpoint(checkpoint: dict) -> str:
+    """What kind of model a checkpoint (as loaded, any wrapper) holds, judged from the first
+    components of its tensor names: for error messages."""
+    for key in _WRAPPER_KEYS:
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    roots = Counter(key.split('.', 1)[0] for key, value in checkpoint.items()
+                    if isinstance(value, torch.Tensor))
+    listed = ', '.join(f'{root}. ({count})' for root, count in roots.most_common(6))
+    if 'img_backbone' in roots:
+        kind = ('a multi-view 3D (BEVFormer-style) checkpoint: its image backbone is under '
+                'img_backbone.')
+    elif 'backbone' in roots:
+        kind = 'a detector checkpoint'
+    else:
+        kind = ("a backbone-only (classification / pre-training) checkpoint? To start training "
+                "from one, give it as model.backbone.init_cfg=dict(type='Pretrained', "
+                "checkpoint=FILE)")
+    return f'{kind}; its tensors are under {listed or "nothing"}'
 
 
 def check_shapes(state_dict: StateDict, model: nn.Module, source: str) -> None:

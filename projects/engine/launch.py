@@ -26,8 +26,11 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+from mmengine.runner.checkpoint import CheckpointLoader
 
 import projects  # noqa: F401  (registers modules, installs checkpoint I/O)
+from projects.common.backbone import CheckpointMismatchError
+from projects.common.pretrained import describe_checkpoint
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +177,22 @@ def process_group_released():
     release(barrier=True)
 
 
+@contextlib.contextmanager
+def checkpoint_named(path: Optional[str], work_dir: str):
+    """A :class:`CheckpointMismatchError` raised in the block (by a backbone, which sees neither
+    the file nor the rest of the checkpoint) names the checkpoint ``path`` (None: the latest in
+    ``work_dir``, resumed) and says what the file holds."""
+    try:
+        yield
+    except CheckpointMismatchError as error:
+        if path is None:
+            raise CheckpointMismatchError(
+                f'the latest checkpoint in {work_dir!r}: {error}') from None
+        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        raise CheckpointMismatchError(f'checkpoint {path!r} ({describe_checkpoint(checkpoint)}): '
+                                      f'{error}') from None
+
+
 def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
@@ -195,7 +214,7 @@ def train(argv: Optional[List[str]] = None) -> Runner:
             raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
     check_annotation_files(cfg, splits=('train', 'val'))
-    with process_group_released():
+    with process_group_released(), checkpoint_named(cfg.get('load_from'), cfg.work_dir):
         runner = build_runner(cfg)
         runner.train()
     return runner
@@ -216,7 +235,7 @@ def test(argv: Optional[List[str]] = None) -> dict:
         cfg = trigger_visualization_hook(cfg, args)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl file, got {args.out!r}')
-    with process_group_released():
+    with process_group_released(), checkpoint_named(args.checkpoint, cfg.work_dir):
         runner = build_runner(cfg)
         if args.out is not None:
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

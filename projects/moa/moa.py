@@ -63,10 +63,10 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
-from ..common.pretrained import pretrained_checkpoint
 from ..pvt.pvt import map_to_tokens, tokens_to_map
 from ..swin.swin import (Mlp, PatchEmbed, PatchMerging, SwinBlock, WindowAttention,
                          gather_tokens, window_layout)
+from .convert import checkpoint_layout as moa_checkpoint_layout
 from .convert import convert_moa_checkpoint
 
 MOA_ARCHS: Dict[str, dict] = {  # the paper's three-stage classification models
@@ -281,9 +281,13 @@ class MOABackbone(StagedBackbone):
             layout, detector checkpoints or ours); same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
         init_cfg: mmengine init config; ``Pretrained`` loads through our converter.
+        allow_partial_checkpoint: load state dicts (e.g. a detector checkpoint) that leave some
+            of our tensors unfilled or hold tensors without a place here, with a warning; by
+            default that is an error. ``pretrained`` weights may always lack the output norms.
     """
 
     checkpoint_converter = staticmethod(convert_moa_checkpoint)
+    checkpoint_layout = staticmethod(moa_checkpoint_layout)
 
     def __init__(self,
                  arch: str = 'tiny',
@@ -307,16 +311,15 @@ class MOABackbone(StagedBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 allow_partial_checkpoint: bool = False):
         sizes = self._arch_sizes(arch, embed_dims=embed_dims, depths=depths,
                                  num_heads=num_heads, window_size=window_size)
         num_stages = len(sizes['depths'])
         out_indices = tuple(range(num_stages) if out_indices is None else out_indices)
         self._check_config(sizes, overlap, reduction, pretrain_img_size, out_indices,
                            frozen_stages)
-        checkpoint_path = pretrained_checkpoint(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
-        self.pretrained = checkpoint_path
+        super().__init__(pretrained, init_cfg, allow_partial_checkpoint)
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval

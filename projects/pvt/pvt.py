@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
-from ..common.pretrained import pretrained_checkpoint
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
+from .convert import checkpoint_layout as pvt_checkpoint_layout
 from .convert import convert_pvt_checkpoint
 
 BLOCK_NORM_EPS = 1e-6  # LayerNorm eps of the official models' blocks and stage norms
@@ -272,9 +272,13 @@ class PyramidVisionBase(StagedBackbone):
             ``PyramidVisionTransformer(V2)``, detector checkpoints or ours); same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
         init_cfg: mmengine init config; ``Pretrained`` loads through our converter.
+        allow_partial_checkpoint: load state dicts (e.g. a detector checkpoint) that leave some
+            of our tensors unfilled or hold tensors without a place here, with a warning; by
+            default that is an error. ``pretrained`` weights may always lack the output norms.
     """
 
     checkpoint_converter = staticmethod(convert_pvt_checkpoint)
+    checkpoint_layout = staticmethod(pvt_checkpoint_layout)
 
     archs: Dict[str, dict] = {}
     conv_ffn = False  # v2: 3x3 depthwise convolution in the MLP
@@ -299,13 +303,12 @@ class PyramidVisionBase(StagedBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 allow_partial_checkpoint: bool = False):
         sizes = self._arch_sizes(arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
                                  sr_ratios=sr_ratios, mlp_ratios=mlp_ratios)
         self._check_config(sizes, num_stages, out_indices, frozen_stages)
-        checkpoint_path = pretrained_checkpoint(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
-        self.pretrained = checkpoint_path
+        super().__init__(pretrained, init_cfg, allow_partial_checkpoint)
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval

@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
-from ..common.pretrained import pretrained_checkpoint
+from .convert import checkpoint_layout as swin_checkpoint_layout
 from .convert import convert_swin_checkpoint
 
 SHIFT_MASK_VALUE = -100.0  # what the reference adds between tokens of different shifted regions
@@ -535,9 +535,13 @@ class SwinBackbone(StagedBackbone):
             mmdet's ``SwinTransformer`` layout, detector checkpoints or ours); same as
             ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
         init_cfg: mmengine init config; ``Pretrained`` loads through our converter.
+        allow_partial_checkpoint: load state dicts (e.g. a detector checkpoint) that leave some
+            of our tensors unfilled or hold tensors without a place here, with a warning; by
+            default that is an error. ``pretrained`` weights may always lack the output norms.
     """
 
     checkpoint_converter = staticmethod(convert_swin_checkpoint)
+    checkpoint_layout = staticmethod(swin_checkpoint_layout)
 
     merging_norm_after = False
 
@@ -558,11 +562,10 @@ class SwinBackbone(StagedBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 allow_partial_checkpoint: bool = False):
         self._check_config(embed_dims, depths, num_heads, window_size, out_indices, frozen_stages)
-        checkpoint_path = pretrained_checkpoint(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
-        self.pretrained = checkpoint_path
+        super().__init__(pretrained, init_cfg, allow_partial_checkpoint)
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
