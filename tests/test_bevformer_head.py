@@ -204,6 +204,19 @@ def test_sample_without_ground_truth_and_missing_velocity():
     assert (all_bbox.grad[..., 8:] == 0).all() and all_bbox.grad[..., :8].abs().sum() > 0
 
 
+def test_diverged_predictions_are_an_error_not_a_zero_loss():
+    head = _head()
+    head.init_weights()
+    all_cls, all_bbox = head(_bev(), (BEV_H, BEV_W))
+    gts = [_gt(_random_boxes(2, seed=4), [0, 2]), _gt(_random_boxes(1, seed=5), [1])]
+    diverged = all_bbox.detach().clone()  # (layers, bs, queries, 10)
+    diverged[-1, 0, 3, 0] = float('nan')
+    with pytest.raises(FloatingPointError, match='1 non-finite values in bbox_preds'):
+        head.loss_by_feat(all_cls, diverged, gts)
+    with pytest.raises(FloatingPointError, match='non-finite values in cls_scores'):
+        head.loss_by_feat(all_cls.detach() * float('inf'), all_bbox, gts)
+
+
 # ---- inference ----------------------------------------------------------------------------------
 def test_predictions_against_sorting_all_pairs():
     head = _head(max_num=25)

@@ -13,7 +13,8 @@ from dist_helpers import run_dist_tool
 from projects.datasets import prepare_toy_nuscenes
 from projects.engine import launch
 from projects.engine.quickstart import latest_checkpoint
-from projects.engine.quickstart_bev import DEFAULT_BEV_CONFIG, SUMMARY_KEYS, run_bev_quickstart
+from projects.engine.quickstart_bev import (DEFAULT_BEV_CONFIG, METRIC_PREFIX, SUMMARY_KEYS,
+                                            run_bev_quickstart, summary)
 
 DEFAULT_SCOPE = 'mmdet3d'
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -100,3 +101,14 @@ def test_two_process_testing_predicts_what_one_process_does(world_root, tmp_path
         assert torch.equal(labels, other_labels), sample_idx
         torch.testing.assert_close(scores, other_scores, atol=1e-5, rtol=0)
         torch.testing.assert_close(boxes, other_boxes, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('value', [None, float('nan')])
+def test_quickstart_summary_refuses_a_missing_or_nan_metric(value):
+    metrics = {METRIC_PREFIX + key: 0.5 for key in SUMMARY_KEYS}
+    assert summary(metrics) == {key: 0.5 for key in SUMMARY_KEYS}
+    metrics[METRIC_PREFIX + 'NDS'] = value
+    if value is None:
+        del metrics[METRIC_PREFIX + 'NDS']
+    with pytest.raises(ValueError, match=r"\['NDS'\] are missing or not finite"):
+        summary(metrics)

@@ -3,6 +3,7 @@ import glob
 import os.path as osp
 
 import pytest
+import torch
 
 from dist_helpers import run_dist_tool, run_ranks
 
@@ -120,3 +121,20 @@ def test_quickstart_short_schedule(toy_root, tmp_path):
     assert 'coco/bbox_mAP' in metrics
     assert glob.glob(str(tmp_path / 'quick' / '*' / 'predictions' / '*.png'))
     assert (tmp_path / 'quick' / 'predictions_sheet.png').is_file()
+
+
+def test_diverging_training_stops_naming_iteration_term_and_checkpoint(toy_root, tmp_path):
+    """Epoch 1 trains as configured, then the learning rate jumps 1e7-fold: training stops at
+    the first non-finite loss term or parameter of epoch 2, saves nothing from the diverged model
+    and names the last good checkpoint, which holds finite weights."""
+    config = tmp_path / 'diverging.py'
+    config.write_text(f"_base_ = [{CONFIG!r}]\nparam_scheduler = [dict(type='MultiStepLR', "
+                      "by_epoch=True, milestones=[1], gamma=1e7)]\n")
+    work_dir = str(tmp_path / 'work')
+    with pytest.raises(FloatingPointError, match=r'training stopped at iteration \d+ \(epoch 2\): '
+                       r'(loss\w* = (nan|inf)|parameters became non-finite)') as error:
+        launch.train([str(config), '--work-dir', work_dir, *_options(toy_root, max_epochs=3)])
+    assert sorted(glob.glob(osp.join(work_dir, 'epoch_*.pth'))) == [osp.join(work_dir, 'epoch_1.pth')]
+    assert f"the last checkpoint is '{osp.join(work_dir, 'epoch_1.pth')}'" in str(error.value)
+    weights = torch.load(osp.join(work_dir, 'epoch_1.pth'), weights_only=True)['state_dict']
+    assert all(torch.isfinite(value).all() for value in weights.values())

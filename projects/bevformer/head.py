@@ -48,8 +48,9 @@ class BoxCodeL1Cost(BaseMatchCost):
     ``num_entries`` slots (default 8: centre, size, yaw; not velocity), times ``weight``.
 
     For mmdet's ``HungarianAssigner``: reads ``pred_instances.bboxes`` (num_query, 10) and
-    ``gt_instances.bboxes`` (num_gt, 10); returns (num_query, num_gt). Non-finite costs become
-    large finite ones so that the assignment still runs.
+    ``gt_instances.bboxes`` (num_gt, 10); returns (num_query, num_gt). Ground truth is finite
+    over these slots (unknown velocities are NaN, but they are not compared); non-finite
+    predictions are refused by :meth:`BEVFormerHead.assign` before any cost is computed.
     """
 
     def __init__(self, num_entries: int = GEOMETRY_SLOTS, weight: float = 1.0) -> None:
@@ -61,7 +62,7 @@ class BoxCodeL1Cost(BaseMatchCost):
         pred = pred_instances.bboxes[:, :self.num_entries]
         gt = gt_instances.bboxes[:, :self.num_entries]
         cost = torch.cdist(pred, gt, p=1)
-        return torch.nan_to_num(cost, nan=1e4, posinf=1e4) * self.weight
+        return cost * self.weight
 
 
 DEFAULT_ASSIGNER = dict(
@@ -311,6 +312,11 @@ class BEVFormerHead(BaseModule):
         Returns:
             query indices (num_pos,) and the index of the ground truth each is matched to.
         """
+        for name, value in (('cls_scores', cls_scores), ('bbox_preds', bbox_preds)):
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f'{type(self).__name__}: {int((~torch.isfinite(value)).sum())} non-finite '
+                    f'values in {name} reached the Hungarian matching: the model has diverged')
         with torch.no_grad():
             result = self.assigner.assign(
                 InstanceData(scores=cls_scores, bboxes=bbox_preds),
@@ -342,7 +348,7 @@ class BEVFormerHead(BaseModule):
         loss_bbox = self.loss_bbox(bbox_preds.reshape(-1, CODE_SIZE),
                                    targets.reshape(-1, CODE_SIZE),
                                    weights.reshape(-1, CODE_SIZE), avg_factor=avg_factor)
-        return torch.nan_to_num(loss_cls), torch.nan_to_num(loss_bbox)
+        return loss_cls, loss_bbox
 
     # ---- inference ------------------------------------------------------------------------------
     def predict_by_feat(self, all_cls_scores: Tensor, all_bbox_preds: Tensor,

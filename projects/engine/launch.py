@@ -8,6 +8,8 @@ importable and tested. Differences from mmdet's own tools:
 - Distributed runs work on CPU-only machines: mmengine's ``init_dist`` calls
   ``torch.cuda.set_device`` unconditionally, so without CUDA the process group is initialised
   here with ``gloo`` (mmengine then skips its own init) and DDP gets ``device_ids=None``.
+- Training stops at the first non-finite loss term or parameter (:class:`projects.common.hooks.NonFiniteLossHook`,
+  added unless the config lists it), before a diverged model can be saved.
 - The process group is destroyed when training or testing ends (mmengine never does), while the
   interpreter is still whole. Left to interpreter exit, gloo's worker threads can still hold
   finished work with tensors whose release then needs the GIL of a dying interpreter: the process
@@ -214,6 +216,9 @@ def train(argv: Optional[List[str]] = None) -> Runner:
             raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
     check_annotation_files(cfg, splits=('train', 'val'))
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(hook.get('type') == 'NonFiniteLossHook' for hook in hooks):
+        cfg.custom_hooks = hooks + [dict(type='NonFiniteLossHook')]
     with process_group_released(), checkpoint_named(cfg.get('load_from'), cfg.work_dir):
         runner = build_runner(cfg)
         runner.train()

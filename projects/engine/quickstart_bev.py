@@ -7,6 +7,7 @@ metric is mmdet3d's ``NuScenesMetric`` (nuscenes-devkit's ``DetectionEval``) on 
 mini_val scenes.
 """
 import glob
+import math
 import os.path as osp
 import time
 from typing import List, Optional
@@ -39,8 +40,14 @@ def evaluate_untrained(config: str, work_dir: str, options: List[str]) -> dict:
 
 
 def summary(metrics: dict) -> dict:
-    """NDS, mAP and the true-positive errors from NuScenesMetric's output."""
-    return {key: metrics.get(METRIC_PREFIX + key, float('nan')) for key in SUMMARY_KEYS}
+    """NDS, mAP and the true-positive errors from NuScenesMetric's output; ValueError naming the
+    metric if one is missing or not finite (nuscenes-devkit gives finite values, 1.0 for the
+    errors of a model without true positives)."""
+    values = {key: metrics.get(METRIC_PREFIX + key) for key in SUMMARY_KEYS}
+    bad = [key for key, value in values.items() if value is None or not math.isfinite(value)]
+    if bad:
+        raise ValueError(f'nuScenes metrics {bad} are missing or not finite in {metrics}')
+    return values
 
 
 def run_bev_quickstart(config: str = DEFAULT_BEV_CONFIG, work_dir: str = 'work_dirs/quickstart_bev',
