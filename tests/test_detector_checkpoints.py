@@ -34,6 +34,7 @@ PVTV2_B2 = dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 6, 3))
 # mmdet's own backbone in a detector config of ours, for the references of official checkpoints
 MMDET_PVTV2_B2 = dict(_delete_=True, type='mmdet.PyramidVisionTransformerV2', embed_dims=64,
                       num_layers=[3, 4, 6, 3])
+MMDET_PVT_S = dict(_delete_=True, type='mmdet.PyramidVisionTransformer', num_layers=[3, 4, 6, 3])
 MMDET_SWIN_T = dict(_delete_=True, type='mmdet.SwinTransformer', embed_dims=96,
                     depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
                     drop_path_rate=0.2, convert_weights=False)
@@ -149,13 +150,25 @@ def _official_pvtv2_detection_backbone() -> dict:
     return {k: v for k, v in weights.items() if not k.startswith('head.')}
 
 
+def _official_pvt_s_detection_backbone() -> dict:
+    """Official whai362/PVT detection backbone tensors of PVT-S (v1): position embeddings (stage
+    4's with the class token's row, which the official forward skips), no class token, no norms."""
+    weights = official_pvt_state_dict(PVTV2_B2, version=1)  # PVT-S: the same widths and depths
+    return {k: v for k, v in weights.items() if not k.startswith(('head.', 'norm.', 'cls_token'))}
+
+
+def _mmdet_pvt_converter(weights: dict) -> dict:
+    return {'backbone.' + k: v for k, v in pvt_convert(weights).items()}
+
+
 @pytest.mark.parametrize('config, mmdet_backbone, official_backbone, mmdet_converter', [
     ('swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', MMDET_SWIN_T, _official_swin_detection_backbone,
      swin_converter),
     pytest.param('pvt/mask-rcnn_pvtv2-b2_fpn_1x_coco.py', MMDET_PVTV2_B2,
-                 _official_pvtv2_detection_backbone,
-                 lambda weights: {'backbone.' + k: v for k, v in pvt_convert(weights).items()},
+                 _official_pvtv2_detection_backbone, _mmdet_pvt_converter,
                  marks=pytest.mark.slow),
+    ('pvt/retinanet_pvt-s_fpn_1x_coco.py', MMDET_PVT_S, _official_pvt_s_detection_backbone,
+     _mmdet_pvt_converter),
 ])
 def test_official_repository_checkpoint_predicts_the_same_through_our_config(
         config, mmdet_backbone, official_backbone, mmdet_converter, tmp_path):
