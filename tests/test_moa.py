@@ -436,3 +436,13 @@ def test_registered_in_mmdet_models():
 def test_bad_config_names_the_parameter(cfg, name):
     with pytest.raises(ValueError, match=name):
         MOABackbone(**cfg)
+
+
+def test_converter_names_every_dropped_tensor_with_its_reason():
+    official = official_state_dict(**OFFICIAL_SMALL)
+    converted = convert_moa_checkpoint(official, MOABackbone(out_indices=(1, ), **OFFICIAL_SMALL))
+    assert len(converted) + len(converted.dropped) == len(official)
+    assert converted.dropped['head.weight'].startswith('classification')
+    assert converted.dropped['norm.weight'] == 'final norm: this model has no norm2 (out_indices)'
+    assert {k for k, why in converted.dropped.items() if why.startswith('buffer')} == {
+        k for k in official if k.endswith('relative_position_index')}

@@ -333,3 +333,12 @@ def test_bad_v1_config_names_the_parameter():
         PVTBackbone(pretrain_img_size=16)
     with pytest.raises(ValueError, match='pretrain_img_size'):
         PVTBackbone(pretrain_img_size=(224, 224, 3))
+
+
+def test_converter_names_every_dropped_tensor_with_its_reason():
+    official = official_pvt_state_dict(SMALL, 1)
+    converted = convert_pvt_checkpoint(official, PVTBackbone(**SMALL))
+    whole = {k for k in converted.dropped if '[' not in k}
+    assert len(converted) + len(whole) == len(official)
+    assert whole == {'cls_token', 'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
+    assert converted.dropped['stages.3.pos_embed[:, 0]'].startswith("the class token's")

@@ -432,3 +432,13 @@ def test_missing_checkpoint_names_the_argument_and_path(arg):
     with pytest.raises(FileNotFoundError, match=arg) as error:
         SwinBackbone(**cfg, **SMALL)
     assert path in str(error.value)
+
+
+def test_converter_names_every_dropped_tensor_with_its_reason():
+    official = official_swin_state_dict(SMALL)
+    converted = convert_swin_checkpoint(official, SwinBackbone(**SMALL))
+    assert len(converted) + len(converted.dropped) == len(official)
+    assert {k for k, why in converted.dropped.items() if why.startswith('classification')} == {
+        'head.weight', 'head.bias', 'norm.weight', 'norm.bias'}
+    buffers = {k for k in official if k.endswith(('relative_position_index', 'attn_mask'))}
+    assert {k for k, why in converted.dropped.items() if why.startswith('buffer')} == buffers

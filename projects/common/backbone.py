@@ -74,8 +74,8 @@ class StagedBackbone(BaseModule):
             state_dict.update((prefix + key, value) for key, value in converted.items())
             print_log(f'{type(self).__name__} (keys under {prefix!r}): {len(ours)} checkpoint '
                       f'tensors in the {layout} layout converted to {len(converted)} of ours by '
-                      f'{type(self).checkpoint_converter.__name__} ({len(ours) - len(converted)} '
-                      'classification-only or recomputed ones dropped)', logger='current')
+                      f'{type(self).checkpoint_converter.__name__}; '
+                      f'{converted.dropped_summary() or "nothing dropped"}', logger='current')
         problem = (self._describe_misfit(converted, layout) if ours else
                    f'the checkpoint holds no tensor under {prefix!r}')
         if problem is None:

@@ -15,7 +15,33 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
 StateDict = Dict[str, torch.Tensor]
-Converter = Callable[[StateDict, nn.Module], StateDict]
+
+# why a converter drops a checkpoint tensor (the reasons the families share)
+CLASSIFIER_ONLY = 'classification only (the classifier head, its final norm, the class token)'
+RECOMPUTED_BUFFER = 'buffer that the model recomputes from its configuration'
+
+
+class ConvertedStateDict(dict):
+    """A converter's output: our key -> tensor, and ``dropped``: checkpoint key -> why it has no
+    counterpart here (``key[...]`` for part of a tensor)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dropped: Dict[str, str] = {}
+
+    def drop(self, key: str, reason: str) -> None:
+        self.dropped[key] = reason
+
+    def dropped_summary(self) -> str:
+        """Every dropped key by name, grouped by reason; '' when nothing was dropped."""
+        by_reason: Dict[str, list] = {}
+        for key, reason in self.dropped.items():
+            by_reason.setdefault(reason, []).append(key)
+        return '; '.join(f'dropped {len(keys)} ({reason}): {", ".join(keys)}'
+                         for reason, keys in by_reason.items())
+
+
+Converter = Callable[[StateDict, nn.Module], ConvertedStateDict]
 
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
 _STRIPPED_PREFIXES = ('module.', 'backbone.')
@@ -118,6 +144,8 @@ def load_pretrained(model: nn.Module, filename: str, convert: Optional[Converter
     state_dict = unwrap_state_dict(checkpoint)
     if convert is not None:
         state_dict = convert(state_dict, model)
+        if getattr(state_dict, 'dropped', None):
+            logger.info(f'{filename}: {state_dict.dropped_summary()}')
     check_shapes(state_dict, model, filename)
     own_keys = set(model.state_dict())
     if not own_keys & set(state_dict):

@@ -32,6 +32,8 @@ from typing import Dict, Optional
 
 from torch import Tensor, nn
 
+from ..common.pretrained import CLASSIFIER_ONLY, RECOMPUTED_BUFFER, ConvertedStateDict
+
 StateDict = Dict[str, Tensor]
 
 _LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
@@ -65,15 +67,21 @@ def official_key(key: str, last_norm: str) -> Optional[str]:
     return f'stages.{stage}.{rest}'
 
 
-def convert_moa_checkpoint(state_dict: StateDict, model: nn.Module) -> StateDict:
+def convert_moa_checkpoint(state_dict: StateDict, model: nn.Module) -> ConvertedStateDict:
     """Convert an official or own MOA state dict for ``model``."""
+    converted = ConvertedStateDict()
     if checkpoint_layout(state_dict) == 'ours':
-        return dict(state_dict)
+        converted.update(state_dict)
+        return converted
     own = model.state_dict()
     last_norm = f'norm{len(model.stages) - 1}'
-    converted = {}
     for key, value in state_dict.items():
         new_key = official_key(key, last_norm)
-        if new_key is not None and (not new_key.startswith(last_norm + '.') or new_key in own):
+        if new_key is None:
+            converted.drop(key, RECOMPUTED_BUFFER if key.endswith('relative_position_index')
+                           else CLASSIFIER_ONLY)
+        elif new_key.startswith(last_norm + '.') and new_key not in own:
+            converted.drop(key, f'final norm: this model has no {last_norm} (out_indices)')
+        else:
             converted[new_key] = value
     return converted

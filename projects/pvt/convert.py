@@ -22,6 +22,8 @@ from typing import Dict, Iterator, Optional, Tuple
 
 from torch import Tensor, nn
 
+from ..common.pretrained import CLASSIFIER_ONLY, ConvertedStateDict
+
 StateDict = Dict[str, Tensor]
 
 _OFFICIAL = re.compile(r'^(patch_embed|pos_embed|block|norm)(\d+)(.*)$')
@@ -92,7 +94,7 @@ def mmdet_items(key: str, value: Tensor, block_offset: int) -> Iterator[Tuple[st
                                      value)
 
 
-def drop_class_token(state_dict: StateDict, model: nn.Module) -> StateDict:
+def drop_class_token(state_dict: ConvertedStateDict, model: nn.Module) -> ConvertedStateDict:
     """Position embeddings with one token more than the model's lose their first (the official
     v1 class token's)."""
     own = model.state_dict()
@@ -100,22 +102,25 @@ def drop_class_token(state_dict: StateDict, model: nn.Module) -> StateDict:
         if (key.endswith('pos_embed') and key in own
                 and value.shape[1] == own[key].shape[1] + 1):
             state_dict[key] = value[:, 1:]
+            state_dict.drop(f'{key}[:, 0]', "the class token's position embedding")
     return state_dict
 
 
-def convert_pvt_checkpoint(state_dict: StateDict, model: nn.Module) -> StateDict:
+def convert_pvt_checkpoint(state_dict: StateDict, model: nn.Module) -> ConvertedStateDict:
     """Convert an official, mmdet or own PVT (v1 or v2) state dict for ``model``."""
     layout = checkpoint_layout(state_dict)
-    converted = {}
+    converted = ConvertedStateDict()
     if layout == 'official':
         for key, value in state_dict.items():
             new_key = official_key(key)
-            if new_key is not None:
+            if new_key is None:
+                converted.drop(key, CLASSIFIER_ONLY)
+            else:
                 converted[new_key] = value
     elif layout == 'mmdet':
         block_offset = int(any(_MMDET_POS_EMBED.match(k) for k in state_dict))
         for key, value in state_dict.items():
             converted.update(mmdet_items(key, value, block_offset))
     else:
-        converted = dict(state_dict)
+        converted.update(state_dict)
     return drop_class_token(converted, model)

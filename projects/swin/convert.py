@@ -17,15 +17,18 @@ position bias tables of another window size are resized bicubically.
 """
 import math
 import re
-from typing import Dict
+from typing import Dict, Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..common.pretrained import CLASSIFIER_ONLY, RECOMPUTED_BUFFER, ConvertedStateDict
+
 StateDict = Dict[str, Tensor]
 
-_DROPPED = re.compile(r'(^head\.|^norm\.|relative_position_index$|relative_coords_table$|'
-                      r'attn_mask$)')
+_DROPPED = ((re.compile(r'^(head|norm)\.'), CLASSIFIER_ONLY),
+            (re.compile(r'(relative_position_index|relative_coords_table|attn_mask)$'),
+             RECOMPUTED_BUFFER))
 _MMDET_RENAMES = (
     ('.attn.w_msa.', '.attn.'),
     ('.ffn.layers.0.0.', '.mlp.fc1.'),
@@ -78,13 +81,20 @@ def rename_key(key: str, layout: str) -> str:
     return key
 
 
-def convert_swin_checkpoint(state_dict: StateDict, model: nn.Module) -> StateDict:
+def dropped_reason(key: str) -> Optional[str]:
+    """Why a checkpoint key has no counterpart in our model; None if it has one."""
+    return next((reason for pattern, reason in _DROPPED if pattern.search(key)), None)
+
+
+def convert_swin_checkpoint(state_dict: StateDict, model: nn.Module) -> ConvertedStateDict:
     """Convert an official, mmdet or own Swin state dict for ``model`` (v1 or v2)."""
     layout = checkpoint_layout(state_dict)
     own = model.state_dict()
-    converted = {}
+    converted = ConvertedStateDict()
     for key, value in state_dict.items():
-        if _DROPPED.search(key):
+        reason = dropped_reason(key)
+        if reason is not None:
+            converted.drop(key, reason)
             continue
         key = rename_key(key, layout)
         if layout == 'mmdet' and _MERGING.match(key):
