@@ -19,6 +19,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
+from mmengine.fileio import load
 from mmengine.runner import load_checkpoint
 from numeric_helpers import assert_relative_close
 from official_layouts import official_pvt_state_dict, official_swin_state_dict
@@ -254,3 +255,15 @@ def test_test_tool_names_the_checkpoint_that_does_not_fit_and_what_it_holds(
     torch.save(dict(state_dict=state_dict(), meta=dict()), path)
     with pytest.raises(CheckpointMismatchError, match=expected):
         launch.test([config, path, '--work-dir', str(tmp_path / 'work'), *toy_test_options])
+
+
+def test_testing_a_trained_checkpoint_does_not_need_the_pretrained_file(toy_test_options, tmp_path):
+    config = osp.join(REPO, 'configs/toy/retinanet_swin-nano_fpn_toy-coco.py')
+    trained = _model(config)
+    path = str(tmp_path / 'trained.pth')
+    torch.save(dict(state_dict=trained.state_dict(), meta=dict()), path)
+    missing = str(tmp_path / 'imagenet_weights_not_here.pth')
+    out = str(tmp_path / 'predictions.pkl')
+    launch.test([config, path, '--work-dir', str(tmp_path / 'work'), '--out', out,
+                 *toy_test_options, f'model.backbone.pretrained={missing}'])
+    assert len(load(out)) == 2  # both toy val images predicted

@@ -10,7 +10,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .pretrained import load_pretrained, pretrained_checkpoint
+from .pretrained import check_pretrained_file, load_pretrained, pretrained_checkpoint
 
 
 class CheckpointMismatchError(ValueError):
@@ -51,9 +51,10 @@ class StagedBackbone(BaseModule):
         ``allow_partial_checkpoint``: let a state dict that leaves some of our tensors unfilled
         or holds tensors without a place here load with a warning instead of an error (the
         ``pretrained`` classification checkpoint is always loaded so)."""
-        path = pretrained_checkpoint(pretrained, init_cfg)
+        path, argument = pretrained_checkpoint(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
         self.pretrained = path  # checkpoint from ``pretrained`` / a Pretrained ``init_cfg``
+        self.pretrained_argument = argument
         self.allow_partial_checkpoint = allow_partial_checkpoint
         self.register_load_state_dict_pre_hook(self._convert_and_check_checkpoint)
 
@@ -116,6 +117,7 @@ class StagedBackbone(BaseModule):
         our output norms and detection-only modules: missing tensors are reported, not errors),
         else run another ``init_cfg``, else initialise from scratch (``_init_from_scratch``)."""
         if self.pretrained is not None:
+            check_pretrained_file(self.pretrained, self.pretrained_argument)
             with self.partial_checkpoint_allowed():
                 load_pretrained(self, self.pretrained, convert=type(self).checkpoint_converter)
         elif self.init_cfg is not None:

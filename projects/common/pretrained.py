@@ -7,7 +7,7 @@ check shapes, load, and report missing and unexpected keys.
 """
 import os.path as osp
 from collections import Counter
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import MMLogger
@@ -110,13 +110,15 @@ def check_shapes(state_dict: StateDict, model: nn.Module, source: str) -> None:
             f'{lines}{more}')
 
 
-def pretrained_checkpoint(pretrained: Optional[str], init_cfg: Optional[dict]) -> Optional[str]:
-    """The checkpoint a backbone is asked to start from: ``pretrained='path'`` or
-    ``init_cfg=dict(type='Pretrained', checkpoint='path')``; None when neither names one.
+def pretrained_checkpoint(pretrained: Optional[str],
+                          init_cfg: Optional[dict]) -> Tuple[Optional[str], Optional[str]]:
+    """The checkpoint a backbone is asked to start from, ``pretrained='path'`` or
+    ``init_cfg=dict(type='Pretrained', checkpoint='path')``, and the argument that names it;
+    (None, None) when neither does.
 
-    Meant for a backbone's ``__init__``, so that a wrong path fails when the model is built:
-    raises ValueError when both are given and FileNotFoundError, naming the argument, for a
-    local path that does not exist (URLs and ``scheme://`` paths are left to the loader).
+    Meant for a backbone's ``__init__``: raises ValueError when both are given. Whether the file
+    exists is checked when it is loaded (:func:`check_pretrained_file` in ``init_weights``, i.e.
+    for training only), so that testing a trained detector does not need the ImageNet file.
     """
     from_init_cfg = isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
     if pretrained is not None and init_cfg is not None:
@@ -127,9 +129,16 @@ def pretrained_checkpoint(pretrained: Optional[str], init_cfg: Optional[dict]) -
     path, argument = ((pretrained, 'pretrained') if pretrained is not None else
                       (init_cfg['checkpoint'], "init_cfg['checkpoint']") if from_init_cfg else
                       (None, None))
-    if path is not None and '://' not in path and not osp.isfile(path):
-        raise FileNotFoundError(f'{argument}: no checkpoint file at {path!r}')
-    return path
+    return path, argument
+
+
+def check_pretrained_file(path: str, argument: str) -> None:
+    """FileNotFoundError naming the config argument for a local ``path`` that does not exist
+    (URLs and ``scheme://`` paths are left to the loader)."""
+    if '://' not in path and not osp.isfile(path):
+        raise FileNotFoundError(
+            f'model.backbone.{argument}: no checkpoint file at {path!r} (the pretrained weights to '
+            'start training from; testing a trained checkpoint does not need them)')
 
 
 def load_pretrained(model: nn.Module, filename: str, convert: Optional[Converter] = None,
