@@ -33,6 +33,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 import projects  # noqa: F401  (registers modules, installs checkpoint I/O)
 from projects.common.backbone import CheckpointMismatchError
 from projects.common.pretrained import describe_checkpoint
+from projects.common.requirements import require_mmdet3d
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,8 @@ def load_config(args: argparse.Namespace) -> Config:
         raise FileNotFoundError(f'config file {args.config!r} does not exist')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = Config.fromfile(args.config)
+    if cfg.get('default_scope') == 'mmdet3d':
+        require_mmdet3d(f'{args.config} (default_scope mmdet3d)')
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
