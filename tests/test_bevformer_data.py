@@ -21,6 +21,7 @@ from collections import Counter
 import cv2
 import numpy as np
 import pytest
+from file_helpers import DEMO_ROOT
 import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
@@ -30,7 +31,6 @@ import projects.bevformer.transforms  # noqa: F401  (registers the transforms)
 from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
 from mmdet3d.registry import DATASETS, TRANSFORMS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
-from projects.datasets.toy_nuscenes import DEMO_ROOT
 from projects.bevformer.dataset import BEVNuScenesDataset
 from projects.bevformer.geometry import project_to_cameras
 from projects.bevformer.transforms import (LoadMultiViewImages, MultiViewCrop, MultiViewFlip,

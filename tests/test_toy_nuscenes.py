@@ -9,7 +9,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from file_helpers import file_bytes
+from file_helpers import DEMO_INFO_PATH, file_bytes
 import torch
 
 from projects.datasets.can_bus import CanBusReader
@@ -17,7 +17,7 @@ from projects.datasets.nuscenes_infos import (CAMERA_CHANNELS, NUSCENES_CLASSES,
                                               add_temporal_fields, augment_nuscenes_infos,
                                               build_nuscenes_infos, load_nuscenes)
 from projects.datasets.toy_nuscenes import (CAN_POSE_INTERVAL_US, CAN_POSE_OFFSET_US,
-                                            DEMO_INFO_PATH, OBJECT_SPECS, RIG, ego_motion,
+                                            OBJECT_SPECS, RIG, ego_motion,
                                             generate_toy_nuscenes, plan_scene,
                                             prepare_toy_nuscenes, rig_from_info, scene_names,
                                             scene_trajectory, toy_nuscenes_ready)

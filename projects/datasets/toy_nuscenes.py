@@ -78,7 +78,7 @@ from .nuscenes_infos import (CAMERA_CHANNELS, LIDAR_CHANNEL, NUSCENES_CLASSES,
                              matrix_to_quaternion, pose_matrix)
 
 __all__ = [
-    'RIG', 'DEMO_ROOT', 'DEMO_INFO_PATH', 'camera_intrinsic', 'sensor2ego', 'OBJECT_SPECS',
+    'RIG', 'camera_intrinsic', 'sensor2ego', 'OBJECT_SPECS',
     'ToyObject', 'EgoTrajectory', 'ScenePlan', 'rig_from_info', 'scene_names',
     'scene_trajectory', 'ego_motion', 'plan_scene', 'generate_toy_nuscenes', 'toy_nuscenes_ready',
     'prepare_toy_nuscenes'
@@ -88,16 +88,12 @@ VERSION = 'v1.0-mini'
 FORMAT_VERSION = 2  # bump when the world changes, so toy_nuscenes_ready() rejects old worlds
 MANIFEST_NAME = 'toy_nuscenes_manifest.json'
 INFO_PREFIX = 'nuscenes'
-# the real keyframe every developer and CI has at ../shared from the project's root
-DEMO_ROOT = osp.normpath(osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..', 'shared',
-                                  'data', 'nuscenes_demo'))
-DEMO_INFO_PATH = osp.join(DEMO_ROOT, 'n015-2018-07-24-11-22-45+0800.pkl')
 
 # ----------------------------------------------------------------------------- the real rig
 # Sensor extrinsics (sensor->ego translation in metres, rotation as a [w, x, y, z] quaternion)
 # and camera intrinsics (fx, fy, cx, cy in pixels of the 1600x900 images) of nuScenes v1.0-mini
 # log n015-2018-07-24-11-22-45+0800, read from the mmdet3d info of one of its keyframes
-# (DEMO_INFO_PATH; ``rig_from_info`` reads them back). nuScenes data (c) Motional, licensed
+# (n015-2018-07-24-11-22-45+0800.pkl of the team's demo frame; ``rig_from_info`` reads them back). nuScenes data (c) Motional, licensed
 # CC BY-NC-SA 4.0 (https://www.nuscenes.org/terms-of-use).
 REAL_IMAGE_SIZE = (900, 1600)  # (height, width)
 RIG: Dict[str, dict] = {
@@ -125,7 +121,7 @@ RIG: Dict[str, dict] = {
 }
 
 
-def rig_from_info(info_path: str = DEMO_INFO_PATH) -> Dict[str, dict]:
+def rig_from_info(info_path: str) -> Dict[str, dict]:
     """The rig (same layout as ``RIG``) of the first keyframe of an mmdet3d 1.x nuScenes info pkl.
 
     Rotations come from the stored (float32-rounded) matrices, so they agree with the original

@@ -24,11 +24,12 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from projects.datasets.toy_nuscenes import DEMO_ROOT  # noqa: E402
 from projects.bevformer.visualization import (  # noqa: E402
     DEFAULT_POINT_CLOUD_RANGE, visualize_bev_projection)
 
-DEFAULT_DATA_ROOT = DEMO_ROOT
+# the team's real demo frame, beside the repository (any nuScenes-style root works)
+DEFAULT_DATA_ROOT = osp.normpath(osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..',
+                                          'shared', 'data', 'nuscenes_demo'))
 
 
 def parse_args(argv=None):
