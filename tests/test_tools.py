@@ -4,6 +4,9 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.fileio import load
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 from dist_helpers import run_dist_tool, run_ranks
 
@@ -45,7 +48,9 @@ def test_missing_files_are_named(tmp_path):
 
 @pytest.mark.parametrize('content, expected', [
     (None, 'does not exist'), ('', 'is empty'), ('{"images": [', 'is not valid JSON'),
-    ('{"images": [], "annotations": [], "categories": []}', 'lists no images')])
+    ('{"images": [], "annotations": [], "categories": []}', 'lists no images'),
+    ('{}', 'holds an object with keys .*expected a COCO object'),
+    ('[{"id": 1}]', 'holds a JSON list; expected a COCO object')])
 def test_bad_annotation_file_is_named_before_training(toy_root, tmp_path, content, expected):
     ann_file = tmp_path / 'instances_val.json'
     if content is not None:
@@ -57,22 +62,68 @@ def test_bad_annotation_file_is_named_before_training(toy_root, tmp_path, conten
     assert not (tmp_path / 'work').exists()  # stopped before anything was built
 
 
-@pytest.mark.slow
-def test_train_resume_test(toy_root, tmp_path):
-    work_dir = str(tmp_path / 'work')
-    launch.train([CONFIG, '--work-dir', work_dir, *_options(toy_root, max_epochs=1)])
-    first = latest_checkpoint(work_dir)
-    assert first.endswith('epoch_1.pth')
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    def save(name, truncate=False):
+        torch.save(dict(state_dict=dict(w=torch.zeros(100))), tmp_path / name)
+        if truncate:
+            (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:100])
+        return str(tmp_path / name)
 
-    runner = launch.train([CONFIG, '--work-dir', work_dir, '--resume', *_options(toy_root, max_epochs=2)])
-    assert runner.epoch == 2 and latest_checkpoint(work_dir).endswith('epoch_2.pth')
+    assert launch.latest_complete_checkpoint(str(tmp_path)) is None
+    first = save('epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text('')  # as a kill while mmengine writes it leaves it
+    assert launch.latest_complete_checkpoint(str(tmp_path)) == first
+    second = save('epoch_2.pth')
+    save('best_coco_bbox_mAP_epoch_1.pth')  # not a resume point
+    (tmp_path / 'last_checkpoint').write_text(first)  # named, complete: taken
+    assert launch.latest_complete_checkpoint(str(tmp_path)) == first
+    (tmp_path / 'last_checkpoint').write_text(save('epoch_3.pth', truncate=True))
+    assert launch.latest_complete_checkpoint(str(tmp_path)) == second
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@HOOKS.register_module(force=True)
+class InterruptAfterFirstEpochForTests(Hook):
+    """Stands for a kill after epoch 1 was saved (runs after the checkpoint hook)."""
+    priority = 'LOWEST'
+
+    def after_train_epoch(self, runner):
+        raise _Interrupted
+
+
+@pytest.mark.slow
+def test_resume_after_an_interruption_gives_the_weights_of_an_uninterrupted_run(toy_root,
+                                                                                tmp_path):
+    """Interrupted after epoch 1; epoch 2's save then cut short (a truncated epoch_2.pth named in
+    last_checkpoint, as an interrupted copy leaves it): ``--resume`` skips it, continues from
+    epoch_1.pth and ends with the weights of the uninterrupted run, bit for bit (CPU, one
+    process, same seed); the result tests and paints."""
+    options = _options(toy_root, max_epochs=2) + ['randomness.seed=0']
+    straight = launch.train([CONFIG, '--work-dir', str(tmp_path / 'straight'), *options])
+
+    interrupting = tmp_path / 'interrupting.py'
+    interrupting.write_text(f"_base_ = [{CONFIG!r}]\n"
+                            "custom_hooks = [dict(type='InterruptAfterFirstEpochForTests')]\n")
+    work_dir = tmp_path / 'work'
+    with pytest.raises(_Interrupted):
+        launch.train([str(interrupting), '--work-dir', str(work_dir), *options])
+    complete = (work_dir / 'epoch_1.pth').read_bytes()
+    (work_dir / 'epoch_2.pth').write_bytes(complete[:len(complete) // 2])
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_2.pth'))
+
+    resumed = launch.train([CONFIG, '--work-dir', str(work_dir), '--resume', *options])
+    assert resumed.epoch == 2
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
 
     out = str(tmp_path / 'predictions.pkl')
-    metrics = launch.test([CONFIG, latest_checkpoint(work_dir), '--work-dir', work_dir, '--out', out,
-                    '--show-dir', 'painted', *_options(toy_root, max_epochs=2)])
-    assert 0.0 <= metrics['coco/bbox_mAP_50'] <= 1.0
-    assert osp.getsize(out) > 0
-    assert glob.glob(osp.join(work_dir, '*', 'painted', '*.png'))
+    launch.test([CONFIG, latest_checkpoint(str(work_dir)), '--work-dir', str(work_dir), '--out',
+                 out, '--show-dir', 'painted', *options])
+    assert len(load(out)) == 8  # every toy val image
+    assert len(glob.glob(osp.join(str(work_dir), '*', 'painted', '*.png'))) == 8
 
 
 @pytest.mark.slow

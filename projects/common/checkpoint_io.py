@@ -8,13 +8,19 @@ methods that pickle as ``getattr(HistoryBuffer, 'min')``. Resuming therefore fai
 Instead of turning full pickle back on, :func:`install` allows exactly those types, maps the
 pickled ``builtins.getattr`` onto a function that only resolves ``HistoryBuffer``'s statistics
 methods, and replaces mmengine's loader for local files with one that names the file when a
-checkpoint holds anything else. It also makes mmengine's local file writes atomic (write to a
-temporary file, then rename), so an interrupted save never truncates the previous checkpoint.
+checkpoint holds anything else or is not a readable checkpoint (truncated, another format). It
+also makes mmengine's local file writes atomic (write to a temporary file, then rename), so an
+interrupted save never truncates the previous checkpoint; the temporary files of writers that
+died are removed by the next write in their folder, and files get the permissions mmengine's
+plain writes give them (0666 less the umask).
 """
+import glob
 import os
 import os.path as osp
 import pickle
+import socket
 import tempfile
+import zipfile
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -26,6 +32,10 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds a pickled object outside the allowed set of types."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A file is not a readable torch checkpoint (truncated, empty, or another kind of file)."""
 
 
 _DEFAULT_STATISTICS = {'min', 'max', 'current', 'mean'}
@@ -69,7 +79,14 @@ def load_from_local_weights_only(filename: str, map_location: Union[str, Callabl
         raise FileNotFoundError(f'checkpoint file {filename!r} does not exist')
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
+    except Exception as error:  # noqa: B902  (torch's unpickler raises many kinds on garbage)
+        if not zipfile.is_zipfile(filename):
+            raise CorruptCheckpointError(
+                f'checkpoint file {filename!r} ({osp.getsize(filename)} bytes) is not a readable '
+                f'torch checkpoint (truncated by an interrupted copy or a full disk, or another '
+                f'kind of file): {type(error).__name__}: {str(error)[:200]}') from error
+        if not isinstance(error, pickle.UnpicklingError):
+            raise  # a whole checkpoint that fails for another reason (e.g. map_location)
         raise UnsafeCheckpointError(
             f'refusing to load checkpoint {filename!r}: it contains a pickled object that is not a '
             'tensor, a plain container or one of the mmengine/numpy types allowed by '
@@ -77,13 +94,56 @@ def load_from_local_weights_only(filename: str, map_location: Union[str, Callabl
             'torch.serialization.add_safe_globals([...]) before loading it.') from error
 
 
+def is_complete_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a whole torch zip checkpoint (its central directory, written last, is
+    there): cheap, without loading it."""
+    return osp.isfile(path) and zipfile.is_zipfile(path)
+
+
+def _temporary_prefix() -> str:
+    """Prefix of this process's temporary files: host and PID, so that a later writer can tell
+    the leftovers of a dead process from a live writer's."""
+    return f'.tmp-{socket.gethostname()}-{os.getpid()}-'
+
+
+def remove_dead_writers_files(directory: str) -> None:
+    """Remove the temporary files that writers on this host left when they were killed."""
+    host_prefix = f'.tmp-{socket.gethostname()}-'
+    for path in glob.glob(osp.join(glob.escape(directory), host_prefix + '*.part')):
+        pid = osp.basename(path)[len(host_prefix):].split('-', 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(data: bytes, filepath: Union[str, os.PathLike]) -> None:
     """Write ``data`` to ``filepath`` through a temporary file in the same folder, then rename:
     an interrupted write leaves the old file (or none), never half a file."""
     directory = osp.dirname(osp.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.part')
+    remove_dead_writers_files(directory)
+    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=_temporary_prefix(), suffix='.part')
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
         with os.fdopen(handle, 'wb') as f:
             f.write(data)
             f.flush()

@@ -8,30 +8,36 @@ importable and tested. Differences from mmdet's own tools:
 - Distributed runs work on CPU-only machines: mmengine's ``init_dist`` calls
   ``torch.cuda.set_device`` unconditionally, so without CUDA the process group is initialised
   here with ``gloo`` (mmengine then skips its own init) and DDP gets ``device_ids=None``.
-- Training stops at the first non-finite loss term or parameter (:class:`projects.common.hooks.NonFiniteLossHook`,
-  added unless the config lists it), before a diverged model can be saved.
+- Training stops at the first non-finite loss term or parameter, before a diverged model can be
+  saved, and checkpoints carry the random states that make a resumed run continue as an
+  uninterrupted one (:mod:`projects.common.hooks`; added unless the config lists them).
 - The process group is destroyed when training or testing ends (mmengine never does), while the
   interpreter is still whole. Left to interpreter exit, gloo's worker threads can still hold
   finished work with tensors whose release then needs the GIL of a dying interpreter: the process
   aborts with "terminate called without an active exception" after saving its results
   (pytorch/pytorch#190489, #179291), and torchrun reports the run as failed.
 """
-import contextlib
 import argparse
+import contextlib
+import glob
 import json
+import logging
 import os
 import os.path as osp
+import re
 from typing import List, Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import projects  # noqa: F401  (registers modules, installs checkpoint I/O)
 from projects.common.backbone import CheckpointMismatchError
+from projects.common.checkpoint_io import is_complete_checkpoint
 from projects.common.pretrained import describe_checkpoint
 from projects.common.requirements import require_mmdet3d
 
@@ -122,7 +128,12 @@ def check_annotation_file(path: str, key: str) -> None:
             content = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f'{key}: annotation file {path!r} is not valid JSON: {error}') from None
-    if isinstance(content, dict) and 'images' in content and not content['images']:
+    if not isinstance(content, dict) or 'images' not in content:
+        found = (f'an object with keys {sorted(content)[:5]}' if isinstance(content, dict) else
+                 f'a JSON {type(content).__name__}')
+        raise ValueError(f'{key}: annotation file {path!r} holds {found}; expected a COCO '
+                         'object with "images", "annotations" and "categories"')
+    if not content['images']:
         raise ValueError(f'{key}: annotation file {path!r} lists no images; expected a COCO '
                          'file with at least one entry in "images"')
 
@@ -198,6 +209,27 @@ def checkpoint_named(path: Optional[str], work_dir: str):
                                       f'{error}') from None
 
 
+def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint that ``--resume`` without a value continues from: the one named in
+    ``work_dir/last_checkpoint`` when it is complete, else the newest complete ``epoch_*.pth`` /
+    ``iter_*.pth`` (each skipped file is logged); None when there is none."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = ''
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+    candidates = sorted(glob.glob(osp.join(glob.escape(work_dir), '*.pth')), key=osp.getmtime,
+                        reverse=True)
+    candidates = [path for path in candidates
+                  if re.fullmatch(r'(epoch|iter)_\d+\.pth', osp.basename(path))]
+    for path in ([named] if named else []) + candidates:
+        if is_complete_checkpoint(path):
+            return path
+        print_log(f'--resume: skipping {path!r}, not a complete checkpoint (missing, truncated or '
+                  'empty)', logger='current', level=logging.WARNING)
+    return None
+
+
 def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
@@ -213,15 +245,21 @@ def train(argv: Optional[List[str]] = None) -> Runner:
             raise ValueError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        latest = latest_complete_checkpoint(cfg.work_dir)
+        cfg.resume, cfg.load_from = latest is not None, latest
+        if latest is None:
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir!r}; training from the '
+                      'start', logger='current', level=logging.WARNING)
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume checkpoint {args.resume!r} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
     check_annotation_files(cfg, splits=('train', 'val'))
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(hook.get('type') == 'NonFiniteLossHook' for hook in hooks):
-        cfg.custom_hooks = hooks + [dict(type='NonFiniteLossHook')]
+    for name in ('NonFiniteLossHook', 'RandomStateHook'):
+        if not any(hook.get('type') == name for hook in hooks):
+            hooks.append(dict(type=name))
+    cfg.custom_hooks = hooks
     with process_group_released(), checkpoint_named(cfg.get('load_from'), cfg.work_dir):
         runner = build_runner(cfg)
         runner.train()
