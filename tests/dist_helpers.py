@@ -17,11 +17,14 @@ def free_port() -> int:
 
 
 def run_dist_tool(script: str, positional: Sequence[str], options: Sequence[str],
-                  num_processes: int = 2, timeout: float = 900) -> subprocess.CompletedProcess:
+                  num_processes: int = 2, timeout: float = 900,
+                  python_path: Sequence[str] = ()) -> subprocess.CompletedProcess:
     """``bash tools/<script> POSITIONAL NUM_PROCESSES OPTIONS`` (dist_train.sh: CONFIG;
-    dist_test.sh: CONFIG CHECKPOINT) with torchrun on a free port, one thread per process;
-    torchrun's exit status is non-zero when any process failed."""
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    dist_test.sh: CONFIG CHECKPOINT) with torchrun on a free port, one thread per process, and
+    ``python_path`` folders importable; torchrun's exit status is non-zero when any process
+    failed."""
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([REPO, *python_path]))
     command = ['bash', osp.join(REPO, 'tools', script), *positional, str(num_processes),
                *options]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,

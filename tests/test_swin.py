@@ -189,7 +189,10 @@ def test_inference_linear_matches_torch(gelu):
     expected = F.gelu(F.linear(x, weight, bias)) if gelu else F.linear(x, weight, bias)
     with torch.no_grad():
         assert torch.allclose(linear(x, weight, bias, gelu), expected, atol=1e-4)
-    assert torch.equal(linear(x, weight, bias, gelu), expected)  # autograd: F.linear itself
+    # with autograd: differentiable, gradients checked against finite differences
+    inputs = [t[:1, :3, :8].double().requires_grad_() for t in (x, )] + [
+        weight[:5, :8].double().requires_grad_(), bias[:5].double().requires_grad_()]
+    assert torch.autograd.gradcheck(lambda *args: linear(*args, gelu), inputs)
 
 
 @pytest.mark.parametrize('per_window_mask', [False, True])

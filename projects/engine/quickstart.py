@@ -13,7 +13,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from projects.datasets import prepare_toy_coco
-from projects.engine.launch import test, train
+from projects.engine.launch import build_runner, load_config, test, train, train_parser
 
 DEFAULT_CONFIG = 'configs/toy/retinanet_swin-nano_fpn_toy-coco.py'
 
@@ -25,6 +25,15 @@ def latest_checkpoint(work_dir: str) -> str:
         raise FileNotFoundError(f'no checkpoint was saved in {work_dir!r} ({pointer} is missing)')
     with open(pointer) as f:
         return f.read().strip()
+
+
+def evaluate_untrained(config: str, work_dir: str, options: List[str]) -> dict:
+    """Test metrics of the model as initialised for training (the baseline to beat)."""
+    cfg = load_config(train_parser().parse_args([config, '--work-dir', work_dir, *options]))
+    cfg.load_from = None
+    runner = build_runner(cfg)
+    runner.model.init_weights()
+    return runner.test()
 
 
 def save_contact_sheet(image_paths: List[str], out_path: str, columns: int = 2) -> None:

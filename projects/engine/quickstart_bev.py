@@ -13,8 +13,8 @@ import time
 from typing import List, Optional
 
 from projects.datasets import prepare_toy_nuscenes
-from projects.engine.launch import build_runner, load_config, test, train, train_parser
-from projects.engine.quickstart import data_root_and_options, latest_checkpoint
+from projects.engine.launch import test, train
+from projects.engine.quickstart import data_root_and_options, evaluate_untrained, latest_checkpoint
 
 DEFAULT_BEV_CONFIG = 'configs/bevformer/bevformer_nano_toy-nuscenes.py'
 METRIC_PREFIX = 'NuScenes metric/pred_instances_3d_NuScenes/'
@@ -28,15 +28,6 @@ def _data_root_options(data_root: str) -> List[str]:
     return ([f'{split}_dataloader.dataset.data_root={data_root}' for split in splits]
             + [f'{split}_evaluator.{key}={value}' for split in ('val', 'test')
                for key, value in (('data_root', data_root), ('ann_file', val_infos))])
-
-
-def evaluate_untrained(config: str, work_dir: str, options: List[str]) -> dict:
-    """Test metrics of the model as initialised for training (the baseline to beat)."""
-    cfg = load_config(train_parser().parse_args([config, '--work-dir', work_dir, *options]))
-    cfg.load_from = None
-    runner = build_runner(cfg)
-    runner.model.init_weights()
-    return runner.test()
 
 
 def summary(metrics: dict) -> dict:
