@@ -1,6 +1,8 @@
 """Multi-scale deformable attention op, pinned against mmcv's grid_sample reference."""
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ requires_mmcv = pytest.mark.skipif(
     reason=f'mmcv.ops is not importable ({MMCV_OPS_ERROR}): the reference '
     'multi_scale_deformable_attn_pytorch is needed to compare against')
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(os.path.dirname(__file__), '..', 'tools', 'analysis',
                     'benchmark_deformable_attention.py')
 GRAD_NAMES = ('value', 'sampling_locations', 'attention_weights')
@@ -173,6 +176,74 @@ def test_gathered_dot_products_equal_sampled_ones(monkeypatch):
     assert torch.allclose(ops._corner_dot_products(rows, grad_output, table), expected, atol=1e-5)
     assert torch.allclose(ops._gathered_dot_products(rows, grad_output, table), expected,
                           atol=1e-5)
+
+
+NON_FINITE_CASES = {  # name -> (input index, position, bad value)
+    'location-nan': (3, (0, 1, 0, 0, 0, 0), float('nan')),
+    'location-inf': (3, (0, 1, 0, 1, 2, 1), float('inf')),
+    'weight-nan': (4, (1, 4, 1, 2, 0), float('nan')),
+    'weight-minus-inf': (4, (1, 4, 1, 2, 0), -float('inf')),
+}
+
+
+def check_non_finite_semantics(op) -> None:
+    """The op module's documented semantics: a non-finite location or weight makes exactly its
+    (batch, query, head) output non-finite, the rest unchanged; a NaN value pixel makes NaN at
+    least the outputs that mmcv's grid_sample reference makes NaN."""
+    clean_inputs = make_inputs()
+    clean = op(*clean_inputs).unflatten(-1, (2, -1))  # (bs, queries, heads, dims)
+    for name, (index, position, bad) in NON_FINITE_CASES.items():
+        inputs = [t.clone() for t in clean_inputs]
+        inputs[index][position] = bad
+        output = op(*inputs).unflatten(-1, (2, -1))
+        hit = torch.zeros(clean.shape[:3], dtype=torch.bool)
+        hit[position[:3]] = True
+        assert not torch.isfinite(output[hit]).any(), name
+        assert torch.allclose(output[~hit], clean[~hit], atol=1e-6), name
+    inputs = [t.clone() for t in clean_inputs]
+    inputs[0][0, 3, 0, 0] = float('nan')
+    expected = torch.isnan(reference(*inputs))
+    assert expected.any() and torch.isnan(op(*inputs))[expected].all()
+
+
+@pytest.mark.parametrize('op', [multi_scale_deformable_attention, pytest.param(
+    reference, marks=requires_mmcv)], ids=['ours', 'mmcv-reference'])
+def test_non_finite_inputs_are_never_hidden(op):
+    check_non_finite_semantics(op)
+
+
+TRITON_INTERPRETED = """
+import os, sys
+os.environ['TRITON_INTERPRET'] = '1'  # before triton is imported: kernels run on the CPU
+sys.path.insert(0, 'tests')
+import torch
+from numeric_helpers import assert_relative_close
+from projects.deformable_attention import ops
+from test_deformable_attention_op import (border_inputs, check_non_finite_semantics, make_inputs,
+                                          outputs_and_grads, reference)
+ops._uses_triton = lambda value: True  # CPU tensors through the Triton kernels
+cases = [make_inputs(heads=4, dims=8, seed=9), border_inputs(),
+         make_inputs(level_shapes=((9, 13), (5, 7), (1, 1)), heads=3, dims=5, num_queries=20),
+         make_inputs(low=-3.0, high=4.0, seed=4)]
+for inputs in cases:
+    for actual, expected in zip(outputs_and_grads(ops.multi_scale_deformable_attention, inputs),
+                                outputs_and_grads(reference, inputs)):
+        assert_relative_close(actual, expected, 1e-4)
+check_non_finite_semantics(ops.multi_scale_deformable_attention)
+print('ok')
+"""
+
+
+@requires_mmcv
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
+def test_triton_kernels_in_the_interpreter_match_mmcv():
+    """The Triton kernels (forward and backward) run on the CPU in Triton's interpreter: outputs
+    and gradients against mmcv's reference, and the non-finite semantics. A subprocess, because
+    TRITON_INTERPRET must be set before Triton is imported."""
+    result = subprocess.run([sys.executable, '-c', TRITON_INTERPRETED], cwd=REPO, text=True,
+                            capture_output=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr[-3000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')

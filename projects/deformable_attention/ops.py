@@ -21,6 +21,13 @@ How it is computed, without ``grid_sample`` and without any (queries, points, di
 On CUDA, float32 / float16 / bfloat16 values go through the Triton kernels of
 ``triton_kernels.py`` (same semantics, float32 accumulation, atomic adds for the value gradient)
 when Triton is importable; the PyTorch path above serves the CPU and every other case.
+
+Non-finite inputs are never hidden, on every path: a NaN or infinite sampling location or
+attention weight makes the whole output of its (batch, query, head) non-finite (a non-finite
+location's point gets a NaN weight before dispatch, as mmcv's grid_sample gives NaN there; an
+infinite weight gives +-inf), and a NaN value pixel makes NaN every output that samples it with a
+non-zero bilinear weight (the CPU path may also spread it to outputs that reach the pixel with
+weight exactly 0).
 """
 import importlib.util
 import warnings
@@ -67,6 +74,9 @@ def multi_scale_deformable_attention(value: Tensor, spatial_shapes: Tensor,
     level_shapes = _check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                  attention_weights)
     bs, _, num_heads, head_dims = value.shape
+    # a non-finite location would be clamped or masked away; its NaN weight keeps it visible
+    attention_weights = torch.where(torch.isfinite(sampling_locations).all(-1), attention_weights,
+                                    float('nan'))
     if _uses_triton(value):
         from .triton_kernels import TritonDeformableAttention
         output = TritonDeformableAttention.apply(value, spatial_shapes, level_start_index,
