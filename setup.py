@@ -25,7 +25,8 @@ setup(
         'matplotlib',
     ],
     extras_require={
-        'tests': ['pytest'],
+        # triton: the deformable-attention kernels are tested on the CPU in Triton's interpreter
+        'tests': ['pytest', 'triton'],
         'nuscenes': ['mmdet3d==1.4.0', 'nuscenes-devkit==1.2.0'],
     },
 )

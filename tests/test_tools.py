@@ -67,6 +67,22 @@ def test_bad_annotation_file_is_named_before_training(toy_root, tmp_path, conten
     assert not (tmp_path / 'work').exists()  # stopped before anything was built
 
 
+def test_unknown_type_in_a_config_is_named(toy_root, tmp_path):
+    with pytest.raises(KeyError, match='SwinBackbon is not in the mmdet::model registry'):
+        launch.train([CONFIG, '--work-dir', str(tmp_path), *_options(toy_root, max_epochs=1),
+                      'model.backbone.type=SwinBackbon'])
+
+
+def test_corrupted_image_is_named(tmp_path):
+    root = tmp_path / 'toy'
+    prepare_toy_coco(str(root), num_train=4, num_val=2, progress=False)
+    broken = sorted((root / 'train').iterdir())[0]
+    broken.write_bytes(b'not an image')
+    with pytest.raises(AssertionError, match=f'failed to load image: .*{broken.name}'):
+        launch.train([CONFIG, '--work-dir', str(tmp_path / 'work'),
+                      *_options(str(root), max_epochs=1)])
+
+
 def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
     def save(name, truncate=False):
         torch.save(dict(state_dict=dict(w=torch.zeros(100))), tmp_path / name)
