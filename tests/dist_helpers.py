@@ -4,7 +4,9 @@ import os.path as osp
 import socket
 import subprocess
 import sys
-from typing import List, Sequence
+from typing import Dict, List, Sequence
+
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -56,3 +58,39 @@ def run_ranks(tool: str, args: Sequence[str], num_processes: int = 2,
             raise
         results.append(subprocess.CompletedProcess(process.args, process.returncode, output))
     return results
+
+
+RANK_WEIGHTS_HOOK = """
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class SaveRankWeightsForTests(Hook):
+    def before_train(self, runner):
+        torch.save(runner.model.state_dict(), f'{runner.work_dir}/initial{get_rank()}.pth')
+
+    def after_train(self, runner):
+        torch.save(runner.model.state_dict(), f'{runner.work_dir}/rank{get_rank()}.pth')
+"""
+
+
+def config_saving_rank_weights(folder, base_config: str, overrides: str = '') -> str:
+    """A config in ``folder`` that inherits ``base_config``, adds ``overrides`` (config text) and
+    makes every process save its weights before and after training as ``initial{rank}.pth`` and
+    ``rank{rank}.pth`` in the work dir; put ``folder`` on the python path of the run."""
+    (folder / 'rank_weights_hook.py').write_text(RANK_WEIGHTS_HOOK)
+    config = folder / 'saving_rank_weights.py'
+    config.write_text(f"_base_ = [{base_config!r}]\n"
+                      "custom_imports = dict(imports=['projects', 'rank_weights_hook'], "
+                      "allow_failed_imports=False)\n"
+                      "custom_hooks = [dict(type='SaveRankWeightsForTests')]\n" + overrides)
+    return str(config)
+
+
+def rank_weights(path) -> Dict[str, torch.Tensor]:
+    """Weights saved by ``SaveRankWeightsForTests``, without DDP's ``module.`` prefix."""
+    weights = torch.load(path, weights_only=True)
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in weights.items()}

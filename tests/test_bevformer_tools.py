@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 import torch
-from dist_helpers import run_dist_tool
+from dist_helpers import config_saving_rank_weights, rank_weights, run_dist_tool
 
 from projects.datasets import prepare_toy_nuscenes
 from projects.engine import launch
@@ -43,29 +43,47 @@ def _options(world_root, max_epochs=1):
               for key in (f'data_root={world_root}', f'ann_file={val_infos}')]]
 
 
+# enough to learn from in a few minutes: 4 train scenes of 12 keyframes
+LEARNING_WORLD = dict(num_train_scenes=4, samples_per_scene=12, image_size=(112, 200))
+
+
 @pytest.mark.slow
-def test_bev_quickstart_trains_tests_and_draws(world_root, tmp_path):
+def test_bev_quickstart_trained_model_beats_the_untrained_one(tmp_path):
+    """8 epochs (192 iterations) on the 4-scene world: NDS rises by at least 0.03 over the
+    untrained model's and mAP by 0.01 (measured, seeds 0 / 1: NDS 0.089 / 0.115 against
+    0.013 / 0.047, mAP 0.021 / 0.033 against 0.000; ~4.5 minutes on 2 cores); the tools' test
+    draws the predictions."""
+    root = str(tmp_path / 'world')
+    prepare_toy_nuscenes(root, progress=False, **LEARNING_WORLD)
     work_dir = str(tmp_path / 'quick')
-    metrics = run_bev_quickstart(CONFIG, work_dir, data_root=world_root,
-                                 num_train_scenes=WORLD['num_train_scenes'],
-                                 samples_per_scene=WORLD['samples_per_scene'],
-                                 cfg_options=_options(world_root))
-    assert set(SUMMARY_KEYS) <= set(metrics)
-    for key in ('NDS', 'mAP', 'untrained/NDS', 'untrained/mAP'):
-        assert 0.0 <= metrics[key] <= 1.0
-    assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
-    assert glob.glob(osp.join(work_dir, '*', 'predictions', '*.png'))
+    metrics = run_bev_quickstart(CONFIG, work_dir, data_root=root,
+                                 num_train_scenes=LEARNING_WORLD['num_train_scenes'],
+                                 samples_per_scene=LEARNING_WORLD['samples_per_scene'],
+                                 cfg_options=_options(root, max_epochs=8) + [
+                                     'train_dataloader.batch_size=2', 'randomness.seed=0'])
+    assert metrics['NDS'] >= metrics['untrained/NDS'] + 0.03, metrics
+    assert metrics['mAP'] >= metrics['untrained/mAP'] + 0.01, metrics
+    assert latest_checkpoint(work_dir).endswith('epoch_8.pth')
+    assert len(glob.glob(osp.join(work_dir, '*', 'predictions', '*.png'))) == 24  # val samples
 
 
 @pytest.mark.slow
-def test_distributed_cpu_training(world_root, tmp_path):
-    work_dir = str(tmp_path / 'dist')
-    result = run_dist_tool('dist_train.sh', [CONFIG], [
-        '--work-dir', work_dir, '--cfg-options', *_options(world_root), 'val_cfg=None',
-        'val_dataloader=None', 'val_evaluator=None'])
+def test_distributed_cpu_training_keeps_the_ranks_identical(world_root, tmp_path):
+    config = config_saving_rank_weights(tmp_path, CONFIG)
+    work_dir = tmp_path / 'dist'
+    result = run_dist_tool('dist_train.sh', [config], [
+        '--work-dir', str(work_dir), '--cfg-options', *_options(world_root), 'val_cfg=None',
+        'val_dataloader=None', 'val_evaluator=None'], python_path=[str(tmp_path)])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert latest_checkpoint(work_dir).endswith('epoch_1.pth')
-    assert 'Distributed training: True' in result.stdout + result.stderr
+    assert latest_checkpoint(str(work_dir)).endswith('epoch_1.pth')
+    # BatchNorm running statistics are each process's own (DDP broadcasts rank 0's before each
+    # forward; checkpoints hold rank 0's): everything else is identical
+    for name in ('initial', 'rank'):
+        first, second = (rank_weights(work_dir / f'{name}{rank}.pth') for rank in (0, 1))
+        assert [k for k in first if not torch.equal(first[k], second[k])
+                and not k.endswith(('running_mean', 'running_var'))] == [], name
+    assert not all(torch.equal(rank_weights(work_dir / 'initial0.pth')[k], v)
+                   for k, v in rank_weights(work_dir / 'rank0.pth').items())  # it trained
 
 
 def _predictions_by_sample(path):

@@ -11,7 +11,7 @@ from mmengine.fileio import load
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from dist_helpers import run_dist_tool, run_ranks
+from dist_helpers import config_saving_rank_weights, rank_weights, run_dist_tool, run_ranks
 
 from projects.datasets import prepare_toy_coco
 from projects.engine import launch
@@ -147,46 +147,18 @@ def test_resume_after_an_interruption_gives_the_weights_of_an_uninterrupted_run(
     assert len(glob.glob(osp.join(str(work_dir), '*', 'painted', '*.png'))) == 8
 
 
-RANK_WEIGHTS_HOOK = """
-import torch
-from mmengine.dist import get_rank
-from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
-
-
-@HOOKS.register_module()
-class SaveRankWeightsForTests(Hook):
-    def before_train(self, runner):
-        torch.save(runner.model.state_dict(), f'{runner.work_dir}/initial{get_rank()}.pth')
-
-    def after_train(self, runner):
-        torch.save(runner.model.state_dict(), f'{runner.work_dir}/rank{get_rank()}.pth')
-"""
-
-
 DETR_CONFIG = osp.join(REPO, 'configs/toy/deformable-detr_swin-nano_toy-coco.py')
 
 
 def _deterministic_detr_config(tmp_path) -> str:
     """The toy Deformable DETR without random augmentation or stochastic depth (so that 1 and 2
     processes see the same samples), saving each process's initial and final weights."""
-    (tmp_path / 'rank_weights_hook.py').write_text(RANK_WEIGHTS_HOOK)
-    config = tmp_path / 'deterministic.py'
-    config.write_text(
-        f"_base_ = [{DETR_CONFIG!r}]\n"
-        "custom_imports = dict(imports=['projects', 'rank_weights_hook'], "
-        "allow_failed_imports=False)\n"
-        "custom_hooks = [dict(type='SaveRankWeightsForTests')]\n"
+    return config_saving_rank_weights(
+        tmp_path, DETR_CONFIG,
         "model = dict(backbone=dict(drop_path_rate=0.0, depths=[1, 1, 1, 1]))\n"
         "train_dataloader = dict(dataset=dict(pipeline=[dict(type='LoadImageFromFile'), "
         "dict(type='LoadAnnotations', with_bbox=True), dict(type='Resize', scale=(128, 128), "
         "keep_ratio=True), dict(type='PackDetInputs')]))\n")
-    return str(config)
-
-
-def _weights(path) -> dict:
-    weights = torch.load(path, weights_only=True)
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in weights.items()}
 
 
 def _detr_options(toy_root, batch_size: int) -> List[str]:
@@ -211,7 +183,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(toy_root, tmp_pat
                            ['--work-dir', str(tmp_path / 'two'), *_detr_options(toy_root, 2)],
                            python_path=[str(tmp_path)])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    two = {name: _weights(tmp_path / 'two' / f'{name}.pth')
+    two = {name: rank_weights(tmp_path / 'two' / f'{name}.pth')
            for name in ('initial0', 'initial1', 'rank0', 'rank1')}
     for first, second in (('initial0', 'initial1'), ('rank0', 'rank1')):
         assert all(torch.equal(two[first][k], two[second][k]) for k in two[first])
@@ -222,8 +194,8 @@ def test_two_processes_train_as_one_with_the_same_global_batch(toy_root, tmp_pat
                                *_detr_options(toy_root, 4)])
     finally:
         sys.path.remove(str(tmp_path))
-    initial = _weights(tmp_path / 'one' / 'initial0.pth')
-    one = _weights(tmp_path / 'one' / 'rank0.pth')
+    initial = rank_weights(tmp_path / 'one' / 'initial0.pth')
+    one = rank_weights(tmp_path / 'one' / 'rank0.pth')
     assert single.iter == 4 and all(torch.equal(initial[k], v) for k, v in two['initial0'].items())
     moved = torch.cat([(one[k] - initial[k]).flatten() for k in initial])
     apart = torch.cat([(two['rank0'][k] - one[k]).flatten() for k in initial])
