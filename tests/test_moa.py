@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 
 from backbone_helpers import randomize_
+from numeric_helpers import assert_relative_close
 from projects.moa import MOABackbone, convert_moa_checkpoint
-from projects.moa.moa import MOAModule, patch_offset_index
+from projects.moa.moa import MOAModule, OfficialMOAModule, patch_offset_index
 from projects.swin.swin import SwinBlock, relative_position_index, window_layout
 
 
@@ -291,49 +292,54 @@ def official_state_dict(embed_dims, depths, num_heads, window_size=14, img_size=
     return sd
 
 
-# what an official checkpoint cannot fill (the paper's MOA MLP and 1x1 convolution back) and what
-# of it has no place here (the official MOA block's LayerNorm and 3x3 convolution), per MOA stage
-OURS_ONLY = ('moa.mlp_norm.weight', 'moa.mlp_norm.bias', 'moa.mlp.fc1.weight', 'moa.mlp.fc1.bias',
-             'moa.mlp.fc2.weight', 'moa.mlp.fc2.bias', 'moa.expand.weight', 'moa.expand.bias')
-OFFICIAL_ONLY = ('norm2.weight', 'norm2.bias', 'post_conv.weight', 'post_conv.bias')
+# what only one MOA style has, per MOA stage: the paper's MLP and 1x1 convolution back, the
+# official block's LayerNorm and 3x3 convolution
+PAPER_ONLY = ('moa.mlp_norm.weight', 'moa.mlp_norm.bias', 'moa.mlp.fc1.weight', 'moa.mlp.fc1.bias',
+              'moa.mlp.fc2.weight', 'moa.mlp.fc2.bias', 'moa.expand.weight', 'moa.expand.bias')
+OFFICIAL_ONLY = ('moa.norm2.weight', 'moa.norm2.bias', 'moa.post_conv.weight',
+                 'moa.post_conv.bias')
 
 
 def per_moa_stage(names, num_stages):
     return sorted(f'stages.{i}.{name}' for i in range(num_stages - 1) for name in names)
 
 
-def test_official_checkpoint_loads_the_shared_mechanism(tmp_path):
+def test_official_checkpoint_fills_the_official_style_whole(tmp_path):
     """An official checkpoint (mmengine-style 'model' wrapper, as the official training saves)
-    fills every tensor of the classification layout except the MOA's MLP and 1x1 convolution
-    back, through ``pretrained=``; its MOA LayerNorm-and-3x3-convolution tensors are left over."""
+    fills every tensor of moa_style='official' through ``pretrained=``."""
     official = official_state_dict(**OFFICIAL_SMALL)
     path = str(tmp_path / 'moa_official.pth')
     torch.save({'model': official, 'epoch': 3}, path)
-    model = MOABackbone(pretrained=path, out_indices=(2, ), allow_partial_checkpoint=True,
+    model = MOABackbone(pretrained=path, out_indices=(2, ), moa_style='official',
                         **OFFICIAL_SMALL)
     model.init_weights()
-    converted = convert_moa_checkpoint(official, model)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
-    assert sorted(missing) == per_moa_stage(OURS_ONLY, 3)
-    assert sorted(unexpected) == per_moa_stage(OFFICIAL_ONLY, 3)
+    missing, unexpected = model.load_state_dict(convert_moa_checkpoint(official, model),
+                                                strict=False)
+    assert missing == [] and unexpected == []
     own = model.state_dict()
     assert torch.equal(own['stages.1.moa.attn.reduce.weight'],
                        official['layers.1.glb_attn.pre_conv.weight'])
     assert torch.equal(own['stages.0.moa.norm1.weight'], official['layers.0.norm1.weight'])
-    assert torch.equal(own['stages.1.moa.attn.kv.weight'], official['layers.1.glb_attn.kv.weight'])
+    assert torch.equal(own['stages.0.moa.post_conv.weight'], official['layers.0.post_conv.weight'])
+    assert torch.equal(own['stages.1.moa.norm2.bias'], official['layers.1.norm2.bias'])
     assert torch.equal(own['norm2.bias'], official['norm.bias'])
-    assert torch.count_nonzero(own['stages.0.moa.expand.weight']) == 0  # MOA starts as identity
-    with torch.no_grad():
-        assert model.eval()(torch.randn(1, 3, 224, 224))[0].shape == (1, 128, 14, 14)
 
 
-def test_official_checkpoint_misses_the_new_output_norms_and_the_papers_moa_parts():
-    model = MOABackbone(allow_partial_checkpoint=True, **OFFICIAL_SMALL)
-    missing, unexpected = model.load_state_dict(
-        convert_moa_checkpoint(official_state_dict(**OFFICIAL_SMALL), model), strict=False)
-    new_norms = ['norm0.bias', 'norm0.weight', 'norm1.bias', 'norm1.weight']
-    assert sorted(missing) == sorted(new_norms + per_moa_stage(OURS_ONLY, 3))
-    assert sorted(unexpected) == per_moa_stage(OFFICIAL_ONLY, 3)
+def test_checkpoint_of_the_other_moa_style_is_refused_naming_the_switch():
+    official = official_state_dict(**OFFICIAL_SMALL)
+    with pytest.raises(ValueError, match="moa_style='official'"):
+        convert_moa_checkpoint(official, MOABackbone(**OFFICIAL_SMALL))
+    paper = MOABackbone(**OFFICIAL_SMALL).state_dict()
+    with pytest.raises(ValueError, match="of moa_style='paper'.*build the backbone with "
+                                         "moa_style='paper'"):
+        MOABackbone(moa_style='official', **OFFICIAL_SMALL).load_state_dict(paper)
+
+
+def test_the_styles_differ_only_in_the_moa_block():
+    paper = set(MOABackbone(**OFFICIAL_SMALL).state_dict())
+    official = set(MOABackbone(moa_style='official', **OFFICIAL_SMALL).state_dict())
+    assert sorted(paper - official) == per_moa_stage(PAPER_ONLY, 3)
+    assert sorted(official - paper) == per_moa_stage(OFFICIAL_ONLY, 3)
 
 
 @pytest.mark.parametrize('arch, cfg', [
@@ -341,14 +347,13 @@ def test_official_checkpoint_misses_the_new_output_norms_and_the_papers_moa_part
     ('base', dict(embed_dims=128, depths=(2, 2, 20), num_heads=(4, 8, 16))),
 ])
 def test_official_paper_models_convert_name_for_name_and_shape_for_shape(arch, cfg):
-    """Every official tensor of the shared mechanism lands on our tensor of the same shape."""
-    model = MOABackbone(arch, out_indices=(2, ))
+    """Every official tensor lands on a tensor of moa_style='official' of the same shape."""
+    model = MOABackbone(arch, out_indices=(2, ), moa_style='official')
     converted = convert_moa_checkpoint(
         official_state_dict(**cfg, tensor=lambda *s: torch.empty(s, device='meta')), model)
     own = model.state_dict()
-    assert sorted(own.keys() - converted.keys()) == per_moa_stage(OURS_ONLY, 3)
-    assert sorted(converted.keys() - own.keys()) == per_moa_stage(OFFICIAL_ONLY, 3)
-    assert all(converted[k].shape == own[k].shape for k in own.keys() & converted.keys())
+    assert own.keys() == converted.keys()
+    assert all(converted[k].shape == own[k].shape for k in own)
 
 
 def test_own_checkpoint_round_trip(tmp_path):
@@ -440,9 +445,79 @@ def test_bad_config_names_the_parameter(cfg, name):
 
 def test_converter_names_every_dropped_tensor_with_its_reason():
     official = official_state_dict(**OFFICIAL_SMALL)
-    converted = convert_moa_checkpoint(official, MOABackbone(out_indices=(1, ), **OFFICIAL_SMALL))
+    converted = convert_moa_checkpoint(official, MOABackbone(out_indices=(1, ), moa_style='official',
+                                                             **OFFICIAL_SMALL))
     assert len(converted) + len(converted.dropped) == len(official)
     assert converted.dropped['head.weight'].startswith('classification')
     assert converted.dropped['norm.weight'] == 'final norm: this model has no norm2 (out_indices)'
     assert {k for k, why in converted.dropped.items() if why.startswith('buffer')} == {
         k for k in official if k.endswith('relative_position_index')}
+
+
+def reference_official_moa_block(moa, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """The official BasicLayer's MOA part (models/MOA_transformer.py, read there and written out
+    step by step with its reshapes and views of memory), on (B, H*W, C) tokens, H and W whole
+    windows; the weights of ``moa`` (an OfficialMOAModule). Official names in comments."""
+    B, L, C = x.shape
+    ws = moa.window_size
+    attn = moa.attn
+    normed = F.layer_norm(x, (C, ), moa.norm1.weight, moa.norm1.bias)  # norm1
+    # GlobalAttention: x.reshape(-1, C, H, W) of the token buffer, then pre_conv
+    reduced = F.conv2d(normed.reshape(B, C, H, W), attn.reduce.weight, attn.reduce.bias)
+    c, gh, gw = reduced.shape[1], H // ws, W // ws
+    N = gh * gw
+    # queryembedding: Rearrange('b c (h p1) (w p2) -> b (p1 p2 c) h w'), then .view(B, -1, D)
+    features = torch.empty(B, ws * ws * c, gh, gw)
+    for p1 in range(ws):
+        for p2 in range(ws):
+            for ch in range(c):
+                features[:, (p1 * ws + p2) * c + ch] = reduced[:, ch, p1::ws, p2::ws]
+    query = F.linear(features.reshape(B, N, -1), attn.q.weight, attn.q.bias)
+    # keyembedding: nn.Unfold(ws + 2, stride=14 (= ws), padding=1), then .view(B, -1, D')
+    keys = F.unfold(reduced, ws + 2, padding=1, stride=ws).reshape(B, N, -1)
+    kv = F.linear(keys, attn.kv.weight, attn.kv.bias)
+    heads = attn.num_heads
+    q = query.reshape(B, N, heads, -1).permute(0, 2, 1, 3)
+    k, v = kv.reshape(B, N, 2, heads, -1).permute(2, 0, 3, 1, 4)
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    # relative_position_index over the seq_len x seq_len patch grid (square: gh == gw)
+    bias = torch.empty(heads, N, N)
+    for i in range(N):
+        for j in range(N):
+            dh, dw = i // gw - j // gw + gh - 1, i % gw - j % gw + gw - 1
+            bias[:, i, j] = attn.relative_position_bias_table[dh * (2 * gh - 1) + dw]
+    out = (logits + bias).softmax(-1) @ v
+    glb = F.linear(out.transpose(1, 2).reshape(B, N, C), attn.proj.weight, attn.proj.bias)
+    # BasicLayer: local_attn = x.view(B, no_window, ws, ws, C) (x: norm1's output), plus the
+    # global feature, viewed as (B, C, H, W); the shortcut viewed alike; norm2; post_conv
+    local = normed.view(B, N, ws, ws, C)
+    y = (local + glb.view(B, N, 1, 1, C)).view(B, C, H, W)
+    y = x.reshape(B, C, H, W) + y
+    y = F.layer_norm(y.view(B, H * W, C), (C, ), moa.norm2.weight, moa.norm2.bias)
+    post = F.conv2d(y.view(B, C, H, W), moa.post_conv.weight, moa.post_conv.bias, padding=1)
+    return y + post.view(B, H * W, C)
+
+
+@pytest.mark.parametrize('hw', [(28, 28), (42, 42)])
+def test_official_moa_block_matches_the_official_computation(hw):
+    moa = OfficialMOAModule(64, num_heads=2, window_size=14, overlap=1, reduction=32,
+                            table_side=hw[0] // 14)
+    randomize_(moa)
+    x = torch.randn(2, hw[0] * hw[1], 64)
+    with torch.no_grad():
+        assert_relative_close(moa(x, hw), reference_official_moa_block(moa, x, *hw), 1e-5)
+
+
+@pytest.mark.parametrize('hw', [(20, 33), (9, 9)])
+def test_official_moa_block_pads_other_sizes_to_whole_windows(hw):
+    """Other sizes (detection): zero-padded at the bottom/right to whole windows, computed as at
+    the padded size, cropped: the first hw tokens of the padded computation."""
+    moa = OfficialMOAModule(64, num_heads=2, window_size=14, overlap=1, reduction=32,
+                            table_side=2)
+    randomize_(moa)
+    x = torch.randn(1, hw[0] * hw[1], 64)
+    Hp, Wp = -(-hw[0] // 14) * 14, -(-hw[1] // 14) * 14
+    padded = F.pad(x.view(1, *hw, 64), (0, 0, 0, Wp - hw[1], 0, Hp - hw[0])).view(1, -1, 64)
+    with torch.no_grad():
+        expected = moa(padded, (Hp, Wp)).view(1, Hp, Wp, 64)[:, :hw[0], :hw[1]]
+        assert torch.allclose(moa(x, hw), expected.reshape(1, -1, 64), atol=1e-5)

@@ -17,13 +17,16 @@ module before its patch merging, as the paper describes it:
    feature, added to every token of the window: ``x = x + global feature of x's window``
    (stochastic depth on that branch).
 
-The official code (krushi1992/MOA-transformer, classification only) differs from the paper and
-from ours in these places:
+The official code (krushi1992/MOA-transformer, classification only) differs from the paper in
+the places below. ``moa_style='paper'`` (default) computes the paper's module as described above;
+``moa_style='official'`` (:class:`OfficialMOAModule`) computes what the official code computes,
+quirks included, so that the official ImageNet weights (trained on it) load whole and give the
+official network's stage outputs (measured at 224x224 against the official code with the same
+random weights: max difference 2.7e-5 at values up to 18.5, docs/official_differences.md):
 
 - the MOA block: after the attention it has no MLP and no 1x1 convolution back; it computes
   ``LayerNorm(x + local + global)`` followed by a residual 3x3 convolution (``norm2``,
-  ``post_conv``). Ours follows the paper; those official weights have no place here and are
-  reported as unexpected when an official checkpoint loads (:mod:`projects.moa.convert`).
+  ``post_conv``); the attention's output is not added to the query embedding.
 - token maps: the official reshapes the (B, H*W, C) tokens to (B, C, H, W) with ``view`` /
   ``reshape`` and no permute before the 1x1 reduction, so it convolves a scrambled grid of
   channel values; ours permutes (:func:`~projects.pvt.pvt.tokens_to_map`).
@@ -37,16 +40,18 @@ from ours in these places:
   feature to the tokens of window (i, j), the window its query was taken from.
 - sizes: the official is built for one input size (window 14, key stride fixed at 14 with one
   pixel of overlap, a square grid, no MOA where a map is smaller than a window, the local window
-  shrunk to such a map). Ours takes any window, overlap, reduction and input size: every stage's
-  map is zero-padded to whole windows (as Swin's detection code does: padding takes part in
-  attention), key patches stride one window, and each MOA's bias table covers the patch grid of a
-  ``pretrain_img_size`` image; offsets of larger grids are clipped to the table's edge.
+  shrunk to such a map); an 800x1216 image fails its input-size assertion. Both styles take any
+  window, overlap, reduction and input size, by one rule that changes nothing at the official
+  size: every stage's map is zero-padded at the bottom/right to whole windows (as Swin's
+  detection code does: padding takes part in attention; the official-style MOA block runs on the
+  padded map, layouts included, and is cropped after), key patches stride one window, and each
+  MOA's bias table covers the patch grid of a ``pretrain_img_size`` image; offsets of larger
+  grids are clipped to the table's edge.
 
-Official checkpoints convert name for name and shape for shape where the mechanism is shared
-(:mod:`projects.moa.convert`); the MOA's MLP and 1x1 convolution back start from scratch. The
-official MOA weights were trained on the scrambled layouts above: they are a starting point for
-fine-tuning here, not a reproduction of the official network's function. The window-attention
-blocks and patch mergings are the same function as the official ones.
+Official checkpoints convert name for name and shape for shape into ``moa_style='official'``
+(:mod:`projects.moa.convert`); a checkpoint of the other style is refused naming the switch. The
+window-attention blocks and patch mergings are the same function in both styles and as the
+official ones.
 
 Layout: inside a stage the tokens are an unpadded raster map (B, H*W, C), as in
 :mod:`projects.swin`.
@@ -120,12 +125,19 @@ def key_patches(x: Tensor, window_size: int, overlap: int) -> Tensor:
 class OverlappedPatchAttention(nn.Module):
     """Multi-head attention of window-sized query patches to overlapping key/value patches of a
     channel-reduced map, with a relative position bias over the patch grid: one global feature
-    per window."""
+    per window.
+
+    ``official``: the official code's layouts (module doc): the (B, D, N) patch features are
+    viewed as (B, N, D) without a transpose, and the output is the attention alone (the paper
+    adds it to the query embedding).
+    """
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, overlap: int,
                  reduction: int, table_side: int, qkv_bias: bool = True,
-                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0):
+                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
+                 official: bool = False):
         super().__init__()
+        self.official = official
         reduced_dims = embed_dims // reduction
         key_size = window_size + 2 * overlap
         self.num_heads = num_heads
@@ -155,14 +167,20 @@ class OverlappedPatchAttention(nn.Module):
         reduced = F.pad(self.reduce(x), (0, -W % ws, 0, -H % ws))  # (B, C/R, Hp, Wp)
         grid_hw = (reduced.shape[2] // ws, reduced.shape[3] // ws)
         N = grid_hw[0] * grid_hw[1]
-        queries = self.q(query_patches(reduced, ws))  # (B, N, C)
+        query_features = query_patches(reduced, ws)  # (B, N, D)
+        key_features = key_patches(reduced, ws, self.overlap)  # (B, N, D')
+        if self.official:  # (B, D, N) memory read as (B, N, D)
+            query_features = query_features.transpose(1, 2).reshape(B, N, -1)
+            key_features = key_features.transpose(1, 2).reshape(B, N, -1)
+        queries = self.q(query_features)  # (B, N, C)
         q = queries.view(B, N, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, d)
-        kv = self.kv(key_patches(reduced, ws, self.overlap)).view(B, N, 2, self.num_heads, -1)
+        kv = self.kv(key_features).view(B, N, 2, self.num_heads, -1)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d) each
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=self.position_bias(grid_hw).to(q.dtype),
             dropout_p=self.attn_drop_rate if self.training else 0.0)  # (B, heads, N, d)
-        return queries + self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C))), grid_hw
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+        return (out if self.official else queries + out), grid_hw
 
 
 class MOAModule(nn.Module):
@@ -201,6 +219,54 @@ class MOAModule(nn.Module):
         window_features = gather_tokens(global_features,
                                         window_of_tokens(hw, self.window_size, x.device))
         return x + drop_path(window_features, self.drop_path_rate, self.training)
+
+
+class OfficialMOAModule(nn.Module):
+    """The official code's MOA block (``moa_style='official'``), computed on the official
+    layouts (module doc) so that official weights compute what they were trained for.
+
+    On (B, H*W, C) raster tokens, the map zero-padded to whole windows first (cropped after):
+    ``n = norm1(x)``; global features ``g`` (one per window) from the attention on ``n``'s
+    buffer read as a (B, C, H, W) map; ``y = norm2(x + drop_path(n + g[band]))``, where token t
+    takes the feature of band ``t // ws**2`` of the raster order; ``y + drop_path(post_conv(y's
+    buffer read as (B, C, H, W)))`` with the 3x3 convolution's output read back as tokens.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, overlap: int,
+                 reduction: int, table_side: int, qkv_bias: bool = True,
+                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0):
+        super().__init__()
+        self.window_size = window_size
+        self.drop_path_rate = drop_path_rate
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.attn = OverlappedPatchAttention(embed_dims, num_heads, window_size, overlap,
+                                             reduction, table_side, qkv_bias, attn_drop_rate,
+                                             drop_rate, official=True)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.post_conv = nn.Conv2d(embed_dims, embed_dims, 3, padding=1)
+
+    def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
+        """(B, H*W, C) raster tokens -> (B, H*W, C)."""
+        B, _, C = x.shape
+        H, W = hw
+        ws = self.window_size
+        Hp, Wp = H + -H % ws, W + -W % ws
+        if (Hp, Wp) != (H, W):  # zero tokens beyond the map, as Swin pads for its windows
+            x = map_to_tokens(F.pad(tokens_to_map(x, hw), (0, Wp - W, 0, Hp - H)))
+        normed = self.norm1(x)
+        global_features, _ = self.attn(normed.reshape(B, C, Hp, Wp))  # (B, N, C)
+        band = torch.arange(Hp * Wp, device=x.device) // (ws * ws)
+        y = self.norm2(x + drop_path(normed + global_features[:, band], self.drop_path_rate,
+                                     self.training))
+        post = self.post_conv(y.reshape(B, C, Hp, Wp)).reshape(B, Hp * Wp, C)
+        y = y + drop_path(post, self.drop_path_rate, self.training)
+        if (Hp, Wp) != (H, W):
+            y = map_to_tokens(tokens_to_map(y, (Hp, Wp))[:, :, :H, :W].contiguous())
+        return y
+
+
+MOA_STYLES = {'paper': MOAModule, 'official': OfficialMOAModule}
 
 
 class MOAStage(nn.Module):
@@ -254,6 +320,9 @@ class MOABackbone(StagedBackbone):
         num_heads: attention heads per stage (blocks and MOA); ``embed_dims * 2**i`` must divide
             by them.
         window_size: side of the local attention windows and of the MOA query patches.
+        moa_style: 'paper' (:class:`MOAModule`, the paper's MOA module, our default) or
+            'official' (:class:`OfficialMOAModule`, what the official code computes: use it
+            with the official ImageNet weights, which were trained on it).
         overlap: pixels by which an MOA key/value patch exceeds its window on every side
             (official: 1), in [0, window_size).
         reduction: channel reduction R of the MOA's 1x1 convolution (official: 32); must divide
@@ -295,6 +364,7 @@ class MOABackbone(StagedBackbone):
                  depths: Optional[Sequence[int]] = None,
                  num_heads: Optional[Sequence[int]] = None,
                  window_size: Optional[int] = None,
+                 moa_style: str = 'paper',
                  overlap: int = 1,
                  reduction: int = 32,
                  mlp_ratio: float = 4.0,
@@ -317,8 +387,11 @@ class MOABackbone(StagedBackbone):
                                  num_heads=num_heads, window_size=window_size)
         num_stages = len(sizes['depths'])
         out_indices = tuple(range(num_stages) if out_indices is None else out_indices)
+        if moa_style not in MOA_STYLES:
+            raise ValueError(f'moa_style must be one of {sorted(MOA_STYLES)}, got {moa_style!r}')
         self._check_config(sizes, overlap, reduction, pretrain_img_size, out_indices,
                            frozen_stages)
+        self.moa_style = moa_style
         super().__init__(pretrained, init_cfg, allow_partial_checkpoint)
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
@@ -341,10 +414,11 @@ class MOABackbone(StagedBackbone):
                 for rate in rates.tolist()
             ]
             last = i == num_stages - 1
-            moa = None if last else MOAModule(
+            paper_only = dict(mlp_ratio=mlp_ratio) if moa_style == 'paper' else {}
+            moa = None if last else MOA_STYLES[moa_style](
                 dims, heads, ws, overlap, reduction, table_side=math.ceil(grid / ws),
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
-                attn_drop_rate=attn_drop_rate, drop_path_rate=moa_rates[i])
+                qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+                drop_path_rate=moa_rates[i], **paper_only)
             downsample = None if last else PatchMerging(dims)
             self.stages.append(MOAStage(blocks, ws, moa, downsample, with_cp))
             grid = math.ceil(grid / 2)

@@ -26,3 +26,15 @@ moa_t = dict(
     out_indices=(0, 1, 2, 3),
     with_cp=False,
     init_cfg=None)
+
+# MOA-T as the official code builds it, for its ImageNet-1k weights (krushi1992/MOA-transformer;
+# sent by the authors on request, no public URL): three stages (strides 4, 8, 16), window 14,
+# moa_style='official' (the official MOA block and layouts, which those weights were trained on).
+moa_t_official = dict(
+    _delete_=True,
+    type='MOABackbone',
+    arch='tiny',
+    moa_style='official',
+    drop_path_rate=0.2,
+    out_indices=(0, 1, 2),
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/moa_tiny_patch4_window14_224.pth'))
