@@ -207,11 +207,12 @@ def test_moa_spreads_information_across_the_map(stage_index):
 
 
 # --------------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize('moa_style', ['paper', 'official'])
 @pytest.mark.parametrize('size', [(224, 224), (96, 64), (100, 75), (20, 17), (8, 8)])
-def test_any_input_size(size):
+def test_any_input_size(size, moa_style):
     """Multiples of every window, non-multiples, and maps smaller than a window at every
     stage."""
-    model = MOABackbone(**SMALL).eval()
+    model = MOABackbone(moa_style=moa_style, **SMALL).eval()
     with torch.no_grad():
         outs = model(torch.randn(1, 3, *size))
     h, w = math.ceil(size[0] / 4), math.ceil(size[1] / 4)
@@ -394,12 +395,13 @@ def test_frozen_stages_freeze_parameters_and_stay_in_eval():
     assert model.stages[1].training and model.stages[0].moa.attn.training is False
 
 
-def test_with_cp_gives_same_output_and_gradients():
+@pytest.mark.parametrize('moa_style', ['paper', 'official'])
+def test_with_cp_gives_same_output_and_gradients(moa_style):
     torch.manual_seed(0)
     images = torch.randn(2, 3, 48, 40)
     results = []
     for with_cp in (False, True):
-        model = randomize_(MOABackbone(with_cp=with_cp, **SMALL)).train()
+        model = randomize_(MOABackbone(with_cp=with_cp, moa_style=moa_style, **SMALL)).train()
         loss = sum(out.square().mean() for out in model(images))
         loss.backward()
         results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
@@ -410,8 +412,9 @@ def test_with_cp_gives_same_output_and_gradients():
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
 
 
-def test_backward_reaches_every_parameter():
-    model = randomize_(MOABackbone(**SMALL)).train()
+@pytest.mark.parametrize('moa_style', ['paper', 'official'])
+def test_backward_reaches_every_parameter(moa_style):
+    model = randomize_(MOABackbone(moa_style=moa_style, **SMALL)).train()
     sum(out.sum() for out in model(torch.randn(1, 3, 40, 40))).backward()
     assert all(p.grad is not None for p in model.parameters())
 
@@ -437,6 +440,7 @@ def test_registered_in_mmdet_models():
     (dict(SMALL, frozen_stages=5), 'frozen_stages'),
     (dict(SMALL, pretrain_img_size=0), 'pretrain_img_size'),
     (dict(arch='huge'), 'arch'),
+    (dict(SMALL, moa_style='offical'), 'moa_style'),
 ])
 def test_bad_config_names_the_parameter(cfg, name):
     with pytest.raises(ValueError, match=name):
@@ -445,8 +449,8 @@ def test_bad_config_names_the_parameter(cfg, name):
 
 def test_converter_names_every_dropped_tensor_with_its_reason():
     official = official_state_dict(**OFFICIAL_SMALL)
-    converted = convert_moa_checkpoint(official, MOABackbone(out_indices=(1, ), moa_style='official',
-                                                             **OFFICIAL_SMALL))
+    model = MOABackbone(out_indices=(1, ), moa_style='official', **OFFICIAL_SMALL)
+    converted = convert_moa_checkpoint(official, model)
     assert len(converted) + len(converted.dropped) == len(official)
     assert converted.dropped['head.weight'].startswith('classification')
     assert converted.dropped['norm.weight'] == 'final norm: this model has no norm2 (out_indices)'
