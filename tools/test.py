@@ -1,4 +1,5 @@
 """Test a detector: python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] ..."""
+import gc
 import os.path as osp
 import sys
 
@@ -8,3 +9,6 @@ from projects.engine.launch import test  # noqa: E402
 
 if __name__ == '__main__':
     test()
+    # the runner (with DDP and its process group) sits in reference cycles: free it now, while
+    # the interpreter is whole, not in its shutdown (gloo threads then abort the process)
+    gc.collect()

@@ -1,4 +1,5 @@
 """Train a detector: python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] ..."""
+import gc
 import os.path as osp
 import sys
 
@@ -8,3 +9,6 @@ from projects.engine.launch import train  # noqa: E402
 
 if __name__ == '__main__':
     train()
+    # the runner (with DDP and its process group) sits in reference cycles: free it now, while
+    # the interpreter is whole, not in its shutdown (gloo threads then abort the process)
+    gc.collect()
