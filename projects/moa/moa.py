@@ -183,6 +183,20 @@ class OverlappedPatchAttention(nn.Module):
         return (out if self.official else queries + out), grid_hw
 
 
+def _add_norm_and_attention(module: nn.Module, embed_dims: int, num_heads: int, window_size: int,
+                            overlap: int, reduction: int, table_side: int, qkv_bias: bool,
+                            drop_rate: float, attn_drop_rate: float, drop_path_rate: float,
+                            official: bool) -> None:
+    """What both MOA styles begin with: ``norm1`` and the patch attention (``official``: its
+    layouts), with the window size and the stochastic depth of the block."""
+    module.window_size = window_size
+    module.drop_path_rate = drop_path_rate
+    module.norm1 = nn.LayerNorm(embed_dims)
+    module.attn = OverlappedPatchAttention(embed_dims, num_heads, window_size, overlap, reduction,
+                                           table_side, qkv_bias, attn_drop_rate, drop_rate,
+                                           official=official)
+
+
 class MOAModule(nn.Module):
     """The MOA module after a stage's blocks: global attention among the window-sized patches
     (:class:`OverlappedPatchAttention`), an MLP with GELU, LayerNorm and residual over the patch
@@ -194,12 +208,9 @@ class MOAModule(nn.Module):
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0):
         super().__init__()
-        self.window_size = window_size
-        self.drop_path_rate = drop_path_rate
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = OverlappedPatchAttention(embed_dims, num_heads, window_size, overlap,
-                                             reduction, table_side, qkv_bias, attn_drop_rate,
-                                             drop_rate)
+        _add_norm_and_attention(self, embed_dims, num_heads, window_size, overlap, reduction,
+                                table_side, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate,
+                                official=False)
         self.mlp_norm = nn.LayerNorm(embed_dims)
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
         # zero at the start, also where an official checkpoint (which lacks it) fills the rest:
@@ -237,12 +248,9 @@ class OfficialMOAModule(nn.Module):
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0):
         super().__init__()
-        self.window_size = window_size
-        self.drop_path_rate = drop_path_rate
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = OverlappedPatchAttention(embed_dims, num_heads, window_size, overlap,
-                                             reduction, table_side, qkv_bias, attn_drop_rate,
-                                             drop_rate, official=True)
+        _add_norm_and_attention(self, embed_dims, num_heads, window_size, overlap, reduction,
+                                table_side, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate,
+                                official=True)
         self.norm2 = nn.LayerNorm(embed_dims)
         self.post_conv = nn.Conv2d(embed_dims, embed_dims, 3, padding=1)
 
