@@ -28,5 +28,7 @@ setup(
         # triton: the deformable-attention kernels are tested on the CPU in Triton's interpreter
         'tests': ['pytest', 'triton'],
         'nuscenes': ['mmdet3d==1.4.0', 'nuscenes-devkit==1.2.0'],
+        # ONNX export (tools/deployment): ml_dtypes >= 0.6 (pulled by onnx) needs numpy 2
+        'deploy': ['onnx==1.23.2', 'onnxruntime==1.32.0', 'onnxscript==0.7.2', 'ml_dtypes<0.6'],
     },
 )

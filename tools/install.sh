@@ -10,7 +10,7 @@
 #    in $MMCV_WHEEL_CACHE (default ~/.cache/mm-transformer-plugins/wheels), keyed by Python, torch
 #    and machine, so a later install takes seconds. Skipped when a matching mmcv is importable.
 # 4. the mmcv wheel, mmengine 0.10.7, mmdet 3.3.0, mmdet3d 1.4.0, nuscenes-devkit 1.2.0, numpy<2.
-# 5. this project, editable, with its test extras.
+# 5. this project, editable, with its test, nuScenes and deployment (ONNX) extras.
 # 6. a check that everything imports.
 #
 # Idempotent: a second run checks and skips. Uses $PYTHON (default python3) and its pip; run it
@@ -94,15 +94,16 @@ fi
 step 4 "mmcv, mmengine 0.10.7, mmdet 3.3.0, mmdet3d 1.4.0, nuscenes-devkit 1.2.0"
 pip_install -q "$mmcv_spec" mmengine==0.10.7 mmdet==3.3.0 mmdet3d==1.4.0 nuscenes-devkit==1.2.0 "numpy<2" "setuptools<81"
 
-step 5 "this project (editable, with test extras)"
-pip_install -q -e "${REPO_ROOT}[tests,nuscenes]"
+step 5 "this project (editable, with its test, nuScenes and ONNX deployment extras)"
+pip_install -q -e "${REPO_ROOT}[tests,nuscenes,deploy]"
 
 step 6 "check imports"
 "$PYTHON" - <<'EOF'
-import mmcv, mmcv.ops, mmdet, mmdet3d, mmengine, numpy, torch
+import mmcv, mmcv.ops, mmdet, mmdet3d, mmengine, numpy, onnxruntime, torch
 import projects
 print(f'torch {torch.__version__} | mmcv {mmcv.__version__} | mmengine {mmengine.__version__} | '
-      f'mmdet {mmdet.__version__} | mmdet3d {mmdet3d.__version__} | numpy {numpy.__version__}')
+      f'mmdet {mmdet.__version__} | mmdet3d {mmdet3d.__version__} | numpy {numpy.__version__} | '
+      f'onnxruntime {onnxruntime.__version__}')
 EOF
 echo ""
 echo "install.sh: done."

@@ -1,5 +1,11 @@
 """Small layers shared by the backbone families."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from .export import is_exporting
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
@@ -9,3 +15,20 @@ def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     keep = 1.0 - rate
     kept = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep)
     return x * kept / keep
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
+              scale: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T * scale + mask) v: q (..., N, d), k and v (..., M, d), mask broadcasting to
+    (..., N, M) -> (..., N, d); ``scale`` None: 1 / sqrt(d).
+
+    ``scaled_dot_product_attention``, except while exporting: there the two products and the
+    softmax are written out (the exporter's decomposition of SDPA gives strides that break the
+    reshape after it).
+    """
+    if is_exporting():
+        scale = q.shape[-1]**-0.5 if scale is None else scale
+        scores = torch.matmul(q * scale, k.transpose(-2, -1))  # (..., N, M)
+        return (scores if mask is None else scores + mask).softmax(-1) @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                          dropout_p=dropout_p)

@@ -20,7 +20,10 @@ How it is computed, without ``grid_sample`` and without any (queries, points, di
 
 On CUDA, float32 / float16 / bfloat16 values go through the Triton kernels of
 ``triton_kernels.py`` (same semantics, float32 accumulation, atomic adds for the value gradient)
-when Triton is importable; the PyTorch path above serves the CPU and every other case.
+when Triton is importable; the PyTorch path above serves the CPU and every other case. While the
+model is traced for ONNX (:func:`projects.common.export.is_exporting`), the op is one
+``grid_sample`` per level (``_grid_sample_attention``): autograd Functions do not export, and
+``embedding_bag`` exports as a slow ONNX Loop.
 
 Non-finite inputs are never hidden, on every path: a NaN or infinite sampling location or
 attention weight makes the whole output of its (batch, query, head) non-finite (a non-finite
@@ -36,6 +39,8 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..common.export import is_exporting
 
 __all__ = ['multi_scale_deformable_attention', 'get_sampling_op', 'SAMPLING_OPS']
 
@@ -77,7 +82,10 @@ def multi_scale_deformable_attention(value: Tensor, spatial_shapes: Tensor,
     # a non-finite location would be clamped or masked away; its NaN weight keeps it visible
     attention_weights = torch.where(torch.isfinite(sampling_locations).all(-1), attention_weights,
                                     float('nan'))
-    if _uses_triton(value):
+    if is_exporting():
+        output = _grid_sample_attention(value, level_shapes, sampling_locations,
+                                        attention_weights)
+    elif _uses_triton(value):
         from .triton_kernels import TritonDeformableAttention
         output = TritonDeformableAttention.apply(value, spatial_shapes, level_start_index,
                                                  sampling_locations.float(),
@@ -89,6 +97,28 @@ def multi_scale_deformable_attention(value: Tensor, spatial_shapes: Tensor,
                                             sampling_locations.to(coord_dtype),
                                             attention_weights.to(coord_dtype), level_shapes)
     return output.view(bs, sampling_locations.shape[1], num_heads * head_dims).to(value.dtype)
+
+
+def _grid_sample_attention(value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor,
+                           attention_weights: Tensor) -> Tensor:
+    """The export path: one ``grid_sample`` per level (ONNX GridSample; embedding_bag would export
+    as a Loop), then the weighted sum over levels and points. Shapes as
+    ``multi_scale_deformable_attention``; returns (bs, num_queries, heads * dims)."""
+    bs, _, num_heads, head_dims = value.shape
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    level_maps = value.split([h * w for h, w in level_shapes], dim=1)
+    grids = 2 * sampling_locations.transpose(1, 2) - 1  # (bs, heads, queries, levels, points, 2)
+    samples = []
+    for level, (level_map, (h, w)) in enumerate(zip(level_maps, level_shapes)):
+        level_map = level_map.permute(0, 2, 3, 1).reshape(bs * num_heads, head_dims, h, w)
+        grid = grids[:, :, :, level].reshape(bs * num_heads, num_queries, num_points, 2)
+        samples.append(F.grid_sample(level_map, grid, mode='bilinear', padding_mode='zeros',
+                                     align_corners=False))  # (bs*heads, dims, queries, points)
+    samples = torch.stack(samples, dim=3).flatten(3)  # (bs*heads, dims, queries, levels*points)
+    weights = attention_weights.transpose(1, 2).reshape(bs * num_heads, 1, num_queries,
+                                                        num_levels * num_points)
+    output = (samples * weights).sum(-1).view(bs, num_heads * head_dims, num_queries)
+    return output.transpose(1, 2)
 
 
 def _mmcv_pytorch(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,

@@ -56,7 +56,6 @@ official ones.
 Layout: inside a stage the tokens are an unpadded raster map (B, H*W, C), as in
 :mod:`projects.swin`.
 """
-import functools
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -67,7 +66,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
-from ..common.layers import drop_path
+from ..common.export import cache_unless_exporting
+from ..common.layers import attention, drop_path
 from ..pvt.pvt import map_to_tokens, tokens_to_map
 from ..swin.swin import (Mlp, PatchEmbed, PatchMerging, SwinBlock, WindowAttention,
                          gather_tokens, window_layout)
@@ -82,7 +82,7 @@ MOA_ARCHS: Dict[str, dict] = {  # the paper's three-stage classification models
 GLOBAL_DROP_PATH_RATE = 0.2  # official: MOA stochastic depth rises from 0 to this over the stages
 
 
-@functools.lru_cache(maxsize=64)
+@cache_unless_exporting(maxsize=64)
 def patch_offset_index(grid_hw: Tuple[int, int], table_side: int,
                        device: torch.device) -> Tensor:
     """(N, N) row of the (2G-1)^2 bias table for each query/key patch pair of a gh x gw grid
@@ -95,7 +95,7 @@ def patch_offset_index(grid_hw: Tuple[int, int], table_side: int,
     return (offsets[0] * (2 * table_side - 1) + offsets[1]).to(device)
 
 
-@functools.lru_cache(maxsize=64)
+@cache_unless_exporting(maxsize=64)
 def window_of_tokens(hw: Tuple[int, int], window_size: int, device: torch.device) -> Tensor:
     """(H*W,) raster index, in the ceil(H/ws) x ceil(W/ws) window grid, of each token's window."""
     H, W = hw
@@ -176,9 +176,8 @@ class OverlappedPatchAttention(nn.Module):
         q = queries.view(B, N, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, d)
         kv = self.kv(key_features).view(B, N, 2, self.num_heads, -1)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d) each
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=self.position_bias(grid_hw).to(q.dtype),
-            dropout_p=self.attn_drop_rate if self.training else 0.0)  # (B, heads, N, d)
+        out = attention(q, k, v, self.position_bias(grid_hw).to(q.dtype),
+                        dropout_p=self.attn_drop_rate if self.training else 0.0)  # like q
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
         return (out if self.official else queries + out), grid_hw
 

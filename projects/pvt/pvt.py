@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
-from ..common.layers import drop_path
+from ..common.layers import attention, drop_path
 from .convert import checkpoint_layout as pvt_checkpoint_layout
 from .convert import convert_pvt_checkpoint
 
@@ -145,8 +145,7 @@ class SpatialReductionAttention(nn.Module):
         q = self.q(x).view(B, N, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, d)
         kv = self.kv(self.reduce(x, hw)).view(B, -1, 2, self.num_heads, C // self.num_heads)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, M, d) each
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop_rate if self.training else 0.0)  # (B, heads, N, d)
+        out = attention(q, k, v, dropout_p=self.attn_drop_rate if self.training else 0.0)  # like q
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
 
 

@@ -19,9 +19,11 @@ and the shift and are cached (:func:`window_layout`). Attention runs in
 ``scaled_dot_product_attention`` with the position bias and the shift mask folded into one
 additive mask (without autograd on CPU: batched products per head, :func:`window_attention`);
 attention and MLP run in chunks of tokens (:data:`CHUNK_ROWS`), and without autograd their
-products run in oneDNN (:func:`linear`).
+products run in oneDNN (:func:`linear`). While the model is traced for ONNX
+(:func:`projects.common.export.is_exporting`), every block takes the plain formulation of each of
+these: ``F.linear``, ``scaled_dot_product_attention``, one chunk, the index plan computed in the
+graph and plain gathers.
 """
-import functools
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -32,7 +34,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
-from ..common.layers import drop_path
+from ..common.export import cache_unless_exporting, is_exporting
+from ..common.layers import attention, drop_path
 from .convert import checkpoint_layout as swin_checkpoint_layout
 from .convert import convert_swin_checkpoint
 
@@ -120,12 +123,14 @@ def shift_window_mask(padded_hw: Tuple[int, int], window_size: int, shift: int) 
 class WindowLayout(NamedTuple):
     """Where the windows of one block lie in an H x W raster token map."""
     window_tokens: Tensor  # (Hp*Wp,) raster token in each window slot; padding slots: token 0
-    pad_slots: Optional[Tensor]  # (P,) window slots in the padding; None without padding
+    inside: Tensor  # (Hp*Wp,) bool, False at the window slots in the padding
+    pad_slots: Optional[Tensor]  # (P,) window slots in the padding; None without padding or
+    # while exporting (a data-dependent size)
     raster_slots: Tensor  # (H*W,) window slot of each raster token
     shift_mask: Optional[Tensor]  # (nW, 1, N, N) additive mask; None for unshifted windows
 
 
-@functools.lru_cache(maxsize=32)  # 8 entries per input size (4 stages x 2 shifts)
+@cache_unless_exporting(maxsize=32)  # 8 entries per input size (4 stages x 2 shifts)
 def window_layout(hw: Tuple[int, int], window_size: int, shift: int, device: torch.device,
                   dtype: torch.dtype) -> WindowLayout:
     """The (cached) index plan of (shifted) windows over an H x W map padded to whole windows."""
@@ -134,11 +139,12 @@ def window_layout(hw: Tuple[int, int], window_size: int, shift: int, device: tor
     slot_grid = window_token_grid(padded_hw, window_size, shift)  # (Hp*Wp,)
     rows, cols = slot_grid // padded_hw[1], slot_grid % padded_hw[1]
     inside = (rows < H) & (cols < W)  # (Hp*Wp,)
-    pad_slots = torch.nonzero(~inside).flatten()
+    pad_slots = None if is_exporting() else torch.nonzero(~inside).flatten()
     grid_slots = grid_window_token(padded_hw, window_size, shift).view(padded_hw)
     return WindowLayout(
         window_tokens=torch.where(inside, rows * W + cols, 0).to(device),
-        pad_slots=pad_slots.to(device) if len(pad_slots) else None,
+        inside=inside.to(device),
+        pad_slots=pad_slots.to(device) if pad_slots is not None and len(pad_slots) else None,
         raster_slots=grid_slots[:H, :W].flatten().to(device),
         shift_mask=(shift_window_mask(padded_hw, window_size, shift).to(device, dtype)
                     if shift else None))
@@ -150,10 +156,11 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool 
     Without autograd, on CPU in float32, the product runs in oneDNN with bias and GELU fused into
     it: on the 2-core AMD EPYC measured here 10-25% faster than the MKL sgemm behind ``F.linear``
     (most for the many-token products of detection inputs), to float32 rounding the same result.
-    oneDNN's kernel has no backward, so training takes ``F.linear``.
+    oneDNN's kernel has no backward, so training takes ``F.linear``, and no ONNX function, so
+    export does too.
     """
     if (ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype == torch.float32
-            and not torch.is_grad_enabled()):
+            and not torch.is_grad_enabled() and not is_exporting()):
         out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias,
                                                  'gelu' if gelu else 'none', [], 'none')
         return out.view(*x.shape[:-1], -1)
@@ -166,16 +173,16 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: Optio
     """softmax(q k^T * scale + mask) v in each window: q, k, v (nW, heads, N, d), mask
     (nW or 1, heads, N, N) -> (nW, heads, N, d); ``scale`` None: 1 / sqrt(d).
 
-    ``scaled_dot_product_attention`` in general. Without autograd on CPU, three batched calls per
-    head instead (scores with bias, softmax, values), on strided views of q, k and v, to float32
-    rounding the same: SDPA's CPU kernel (flash-style blocks) spends more on bookkeeping than on the
+    :func:`projects.common.layers.attention` (SDPA; written out while exporting) in general.
+    Without autograd on CPU, three batched calls per head instead (scores with bias, softmax,
+    values), on strided views of q, k and v, to float32 rounding the same: SDPA's CPU kernel (flash-style blocks) spends more on bookkeeping than on the
     products of 49-token windows. On the 2-core VM of README, 1.1-1.5x faster per call for Swin-T's
     window shapes (most with few heads); a Swin-T forward at 800x1216 spends ~0.19 s instead of
     ~0.27 s in attention.
     """
-    if q.device.type != 'cpu' or torch.is_grad_enabled() or dropout_p > 0:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                              dropout_p=dropout_p)
+    if (q.device.type != 'cpu' or torch.is_grad_enabled() or dropout_p > 0
+            or is_exporting()):
+        return attention(q, k, v, mask, scale, dropout_p)
     nW, heads, N, d = q.shape
     scale = d**-0.5 if scale is None else scale
     out = q.new_empty(nW, N, heads, d)
@@ -225,12 +232,22 @@ class _WindowReorder(torch.autograd.Function):
 
 def gather_windows(x: Tensor, layout: WindowLayout) -> Tensor:
     """(B, H*W, C) raster tokens -> (B, Hp*Wp, C) tokens in window order, zero in the padding."""
+    if is_exporting():  # autograd Functions do not export
+        return torch.where(layout.inside[:, None], gather_tokens(x, layout.window_tokens), 0.0)
     return _WindowReorder.apply(x, layout, True)
 
 
 def scatter_windows(windows: Tensor, layout: WindowLayout) -> Tensor:
     """(B, Hp*Wp, C) tokens in window order -> (B, H*W, C) raster tokens, the padding dropped."""
+    if is_exporting():
+        return gather_tokens(windows, layout.raster_slots)
     return _WindowReorder.apply(windows, layout, False)
+
+
+def token_chunks(x: Tensor, rows: int) -> List[Tensor]:
+    """(B, L, C) tokens -> chunks of ``rows`` tokens along L (the last one shorter); one chunk
+    while exporting (ONNX Runtime rejects the uneven Split)."""
+    return [x] if is_exporting() else list(x.split(rows, dim=1))
 
 
 def cat_tokens(parts: List[Tensor]) -> Tensor:
@@ -262,7 +279,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, L, C) tokens -> (B, L, C)."""
-        parts = x.split(max(1, CHUNK_ROWS // x.shape[0]), dim=1)
+        parts = token_chunks(x, max(1, CHUNK_ROWS // x.shape[0]))
         return cat_tokens([self.feed_forward(part) for part in parts])
 
 
@@ -302,9 +319,12 @@ class WindowAttentionBase(nn.Module):
         chunks of about :data:`CHUNK_ROWS` tokens."""
         windows = gather_windows(x, layout)  # (B, Hp*Wp, C)
         per_chunk = max(1, CHUNK_ROWS // (x.shape[0] * self.window_area))  # windows
-        parts = windows.split(per_chunk * self.window_area, dim=1)
-        shift_masks = ([None] * len(parts) if layout.shift_mask is None else
-                       layout.shift_mask.split(per_chunk))
+        parts = token_chunks(windows, per_chunk * self.window_area)
+        if layout.shift_mask is None:
+            shift_masks = [None] * len(parts)
+        else:  # the masks of each chunk's windows
+            shift_masks = [layout.shift_mask] if len(parts) == 1 else layout.shift_mask.split(
+                per_chunk)
         bias = self.position_bias()  # (1, heads, N, N)
         out = cat_tokens([self.attend(part, attention_mask(bias, shift_mask, x.shape[0]))
                           for part, shift_mask in zip(parts, shift_masks)])  # (B, Hp*Wp, C)

@@ -1,0 +1,299 @@
+"""Export an mmdet detector (or its backbone and neck) to ONNX and check the file in ONNX Runtime.
+
+What is exported is the network up to its raw head outputs, as mmdet's own ``_forward`` gives them
+(``ExportedNetwork``): a one-stage detector's per-level class scores and box deltas, a DETR's
+per-layer class scores and boxes. Box decoding, score thresholds and NMS stay in Python, in the
+head's own ``predict_by_feat`` (:mod:`projects.deploy.onnx_runtime`), so the exported model gives
+mmdet's predictions. A two-stage detector's proposal step (NMS) and mmcv's RoIAlign have no ONNX
+function: for those, ``part='backbone'`` exports the backbone and neck.
+
+Exporters: torch's ``dynamo=True`` exporter (``torch.export``) by default. mmdet's DETR family
+computes with its feature shapes as tensors (``torch._shape_as_tensor``, ``linspace`` over a
+tensor's element), which ``torch.export`` cannot trace; those export through torch's TorchScript
+exporter, which evaluates shapes at trace time (the graph is then fixed to the exported size).
+
+Our modules switch to their exportable formulation while traced (:mod:`projects.common.export`).
+"""
+import contextlib
+import copy
+import importlib.util
+import re
+import warnings
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmdet.models.detectors import DetectionTransformer, TwoStageDetector
+from mmdet.structures import DetDataSample
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
+
+from ..common.export import export_mode
+from .onnx_runtime import OnnxRuntimeNetwork, graph_metadata
+
+__all__ = ['ExportError', 'ExportedNetwork', 'EXPORTERS', 'PARTS', 'default_exporter',
+           'export_detector', 'export_onnx', 'verify_onnx', 'require_onnx', 'default_input_hw']
+
+EXPORTERS = ('dynamo', 'torchscript')
+PARTS = ('detector', 'backbone')
+DEFAULT_OPSET = 18
+# exported outputs agree with PyTorch's within this (float32 rounding of reordered sums)
+DEFAULT_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported; the message names the module and the reason."""
+
+
+def require_onnx() -> None:
+    """ImportError saying how to install the deployment extra when a package of it is missing."""
+    missing = [name for name in ('onnx', 'onnxruntime', 'onnxscript')
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f'ONNX export needs {", ".join(missing)}: pip install -e ".[deploy]" '
+                          '(its pins keep numpy < 2)')
+
+
+class ExportedNetwork(nn.Module):
+    """The part of ``detector`` that is exported: images (B, 3, H, W), already normalised and
+    padded as the data preprocessor does, -> the flat tuple of raw outputs.
+
+    ``part='detector'``: ``detector._forward`` (the head's outputs, as its ``predict_by_feat``
+    takes them); ``'backbone'``: the backbone and neck features. ``output_spec`` is the pytree
+    structure of those outputs (set by the first call), from which
+    :func:`unflatten_outputs` rebuilds them.
+    """
+
+    def __init__(self, detector: nn.Module, part: str = 'detector'):
+        super().__init__()
+        if part not in PARTS:
+            raise ValueError(f'part must be one of {PARTS}, got {part!r}')
+        if part == 'detector' and isinstance(detector, TwoStageDetector):
+            raise ExportError(
+                f'{type(detector).__name__} is a two-stage detector: its proposal step (NMS in '
+                f'{type(detector.rpn_head).__name__}.predict_by_feat) and mmcv\'s RoIAlign in '
+                f'{type(detector.roi_head).__name__} have no ONNX function; export the backbone '
+                'and neck with --part backbone')
+        self.detector = detector
+        self.part = part
+        self.output_spec: Optional[pytree.TreeSpec] = None
+
+    def forward(self, inputs: Tensor) -> Tuple[Tensor, ...]:
+        if self.part == 'backbone':
+            outputs = self.detector.extract_feat(inputs)
+        else:
+            outputs = self.detector._forward(inputs, self.data_samples(inputs))
+        flat, self.output_spec = pytree.tree_flatten(outputs)
+        return tuple(flat)
+
+    def data_samples(self, inputs: Tensor) -> Optional[List[DetDataSample]]:
+        """Metas the DETR family reads in ``_forward`` (no padding: every pixel is image)."""
+        if not isinstance(self.detector, DetectionTransformer):
+            return None
+        hw = tuple(inputs.shape[-2:])
+        return [DetDataSample(metainfo=dict(img_shape=hw, batch_input_shape=hw))
+                for _ in range(inputs.shape[0])]
+
+
+def unflatten_outputs(flat: Sequence[Tensor], spec: pytree.TreeSpec):
+    """The exported outputs rebuilt into the structure ``_forward`` returns."""
+    return pytree.tree_unflatten(list(flat), spec)
+
+
+def default_exporter(detector: nn.Module) -> str:
+    """'torchscript' for mmdet's DETR family (module doc), 'dynamo' otherwise."""
+    return 'torchscript' if isinstance(detector, DetectionTransformer) else 'dynamo'
+
+
+def export_onnx(network: ExportedNetwork, inputs: Tensor, out_file: str,
+                exporter: Optional[str] = None, opset: int = DEFAULT_OPSET,
+                dynamic: bool = False) -> List[np.ndarray]:
+    """Writes ``network`` traced on ``inputs`` (B, 3, H, W) to ``out_file``; returns PyTorch's
+    outputs on ``inputs`` (for :func:`verify_onnx`).
+
+    ``dynamic``: the height and width stay free in the graph (dynamo exporter only, and only
+    where the model's code allows it; otherwise an ExportError says which part fixes them).
+    Raises ExportError naming the module being traced and the op or construct that failed.
+    """
+    exporter = exporter or default_exporter(network.detector)
+    if exporter not in EXPORTERS:
+        raise ValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
+    if dynamic and exporter != 'dynamo':
+        raise ExportError(f'{type(network.detector).__name__} exports through the TorchScript '
+                          'exporter, whose graph is fixed to the exported size; export one file '
+                          'per input size instead of --dynamic')
+    network.eval()
+    with torch.no_grad():
+        reference = [t.numpy() for t in network(inputs)]
+    tracker = _ModuleTracker(network)
+    program = None
+    try:
+        with torch.no_grad(), export_mode(), tracker:
+            if exporter == 'dynamo':
+                height, width = torch.export.Dim('height'), torch.export.Dim('width')
+                shapes = ({2: height, 3: width}, ) if dynamic else None
+                program = torch.export.export(network, (inputs, ), dynamic_shapes=shapes,
+                                              strict=False)
+                torch.onnx.export(program, dynamo=True, opset_version=opset,
+                                  input_names=['inputs'], verbose=False).save(out_file)
+            else:
+                with _quiet_torchscript_warnings():
+                    torch.onnx.export(network, (inputs, ), out_file, dynamo=False,
+                                      opset_version=opset, input_names=['inputs'])
+    except Exception as error:  # the exporters raise many types; all are reported the same way
+        summary = _summary(error)
+        where = _module_of_failed_op(program, summary) if program else tracker.describe()
+        raise ExportError(f'exporting {type(network.detector).__name__} ({exporter} exporter) '
+                          f'failed in {where}: {summary}') from error
+    return reference
+
+
+def verify_onnx(onnx_file: str, inputs: Tensor, reference: Sequence[np.ndarray],
+                tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """Runs ``onnx_file`` in ONNX Runtime on ``inputs``; returns the largest absolute difference
+    from ``reference`` (PyTorch's outputs). ValueError when it exceeds ``tolerance`` times the
+    largest output magnitude (at least 1), an output's shape differs or one is non-finite."""
+    outputs = OnnxRuntimeNetwork(onnx_file).run(inputs.numpy())
+    if len(outputs) != len(reference):
+        raise ValueError(f'{onnx_file}: {len(outputs)} outputs, PyTorch gave {len(reference)}')
+    worst, scale = 0.0, 1.0
+    for i, (ours, theirs) in enumerate(zip(outputs, reference)):
+        if ours.shape != theirs.shape:
+            raise ValueError(f'{onnx_file}: output {i} has shape {ours.shape}, PyTorch\'s '
+                             f'{theirs.shape}')
+        if not np.isfinite(theirs).all():
+            raise ValueError(f'PyTorch\'s output {i} is non-finite at '
+                             f'{int((~np.isfinite(theirs)).sum())} places: nothing to compare '
+                             '(random weights? give a checkpoint)')
+        if not np.isfinite(ours).all():
+            raise ValueError(f'{onnx_file}: output {i} is non-finite at '
+                             f'{int((~np.isfinite(ours)).sum())} places in ONNX Runtime')
+        worst = max(worst, float(np.abs(ours.astype(np.float64) - theirs).max(initial=0.0)))
+        scale = max(scale, float(np.abs(theirs).max(initial=0.0)))
+    if worst > tolerance * scale:
+        raise ValueError(f'{onnx_file}: ONNX Runtime differs from PyTorch by {worst:.3g} '
+                         f'(tolerance {tolerance:g} x output scale {scale:.3g})')
+    return worst
+
+
+def export_detector(config: Config, out_file: str, checkpoint: Optional[str] = None,
+                    input_hw: Optional[Tuple[int, int]] = None, part: str = 'detector',
+                    exporter: Optional[str] = None, opset: int = DEFAULT_OPSET,
+                    dynamic: bool = False, verify: bool = False,
+                    tolerance: float = DEFAULT_TOLERANCE) -> Optional[float]:
+    """Builds the detector of ``config`` (weights from ``checkpoint``, else random), exports
+    ``part`` of it for (1, 3, H, W) inputs (``input_hw``, default :func:`default_input_hw`) to
+    ``out_file`` with the metadata ``OnnxRuntimeDetector`` reads, and with ``verify`` runs the
+    file in ONNX Runtime on the same random input: returns the largest absolute difference from
+    PyTorch (ValueError past the tolerance), else None."""
+    require_onnx()
+    from mmdet.apis import init_detector
+    if checkpoint is None:
+        torch.manual_seed(0)  # the same random weights every time
+    detector = init_detector(copy.deepcopy(config), checkpoint, device='cpu')  # it edits config
+    network = ExportedNetwork(detector, part)
+    input_hw = input_hw or default_input_hw(config)
+    inputs = torch.randn(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
+    reference = export_onnx(network, inputs, out_file, exporter, opset, dynamic)
+    _write_metadata(out_file, graph_metadata(config.filename, part, network.output_spec))
+    return verify_onnx(out_file, inputs, reference, tolerance) if verify else None
+
+
+def default_input_hw(config: Config) -> Tuple[int, int]:
+    """(H, W) of the test pipeline's ``Resize`` scale, rounded up to the data preprocessor's
+    ``pad_size_divisor``: the size of every test image when the scale is reached exactly."""
+    resize = [step for step in config.test_dataloader.dataset.pipeline
+              if step['type'] == 'Resize']
+    if not resize:
+        raise ValueError(f'{config.filename}: no Resize in the test pipeline to take the input '
+                         'size from; give it (--shape H W)')
+    width, height = resize[0]['scale']
+    divisor = config.model.get('data_preprocessor', {}).get('pad_size_divisor', 1)
+    return -(-height // divisor) * divisor, -(-width // divisor) * divisor
+
+
+def _write_metadata(onnx_file: str, entries: Dict[str, str]) -> None:
+    """Adds ``entries`` to the file's metadata_props (the weights stay where they are)."""
+    import onnx
+    model = onnx.load(onnx_file, load_external_data=False)
+    for key, value in entries.items():
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                            key: value})
+    onnx.save(model, onnx_file)
+
+
+class _ModuleTracker:
+    """Keeps the stack of modules whose forward is running, so that an export failure can name
+    the innermost one (qualified name and class)."""
+
+    def __init__(self, root: nn.Module):
+        self.root = root
+        self.stack: List[str] = []
+        self.deepest: List[str] = []
+        self.handles = []
+
+    def __enter__(self):
+        names = {module: name for name, module in self.root.named_modules()}
+        for module, name in names.items():
+            name = re.sub(r'^detector\.?', '', name)  # the path in the detector
+            label = f'{name or "<model>"} ({type(module).__name__})'
+            self.handles.append(module.register_forward_pre_hook(self._enter(label)))
+            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _enter(self, label: str):
+        def hook(module, args):
+            self.stack.append(label)
+            self.deepest = list(self.stack)
+        return hook
+
+    def _leave(self, module, args, output) -> None:
+        if self.stack:
+            self.stack.pop()
+
+    def describe(self) -> str:
+        """The innermost module running when tracing stopped (or the last one entered)."""
+        path = self.stack or self.deepest
+        return path[-1] if path else 'the model'
+
+
+def _summary(error: BaseException, limit: int = 1) -> str:
+    """The exception's own summary: torch's export errors are pages long, with the cause after
+    an '## Exception summary' heading."""
+    text = str(error)
+    if '## Exception summary' in text:
+        text = text.split('## Exception summary', 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    summary = ' '.join(lines[:limit]) or type(error).__name__
+    return re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r'\1', summary)  # <class 'a.b.C'> -> C
+
+
+def _module_of_failed_op(program: 'torch.export.ExportedProgram', summary: str) -> str:
+    """The module (qualified name and class) whose graph node calls the op named in a
+    conversion error's ``summary``; 'the exported graph' when none is named or found."""
+    match = re.search(r"op='([\w.]+)'", summary)
+    if match:
+        for node in program.graph.nodes:
+            if node.op == 'call_function' and str(node.target).startswith(match.group(1)):
+                stack = list(node.meta.get('nn_module_stack', {}).values())
+                if stack:
+                    path, module_type = stack[-1]
+                    name = re.sub(r'^(L__self__\.?)?(detector\.?)?', '', path)
+                    type_name = getattr(module_type, '__name__', str(module_type))
+                    return f'{name or "<model>"} ({type_name.rsplit(".", 1)[-1]})'
+    return 'the exported graph'
+
+
+@contextlib.contextmanager
+def _quiet_torchscript_warnings() -> Iterator[None]:
+    """The TorchScript exporter warns once per shape it evaluates (TracerWarning) and about its
+    own deprecation; the choice is explained in this module's doc."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', message='You are using the legacy TorchScript')
+        yield

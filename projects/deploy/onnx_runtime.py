@@ -1,0 +1,117 @@
+"""Run an exported detector in ONNX Runtime and turn its outputs into mmdet predictions.
+
+``OnnxRuntimeNetwork`` runs the file (checking the input shape first: a graph exported for one
+size refuses others by name). ``OnnxRuntimeDetector`` is the whole detector around it: mmdet's
+data preprocessor before, the head's own ``predict_by_feat`` after (decoding, thresholds, NMS), so
+its ``DetDataSample`` predictions are those of ``tools/test.py`` up to the graph's rounding.
+``evaluate_onnx`` runs a config's test set and metric on it.
+"""
+import json
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.evaluator import Evaluator
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmdet.structures import DetDataSample
+from torch import nn
+from torch.utils import _pytree as pytree
+
+__all__ = ['OnnxRuntimeNetwork', 'OnnxRuntimeDetector', 'evaluate_onnx', 'METADATA_KEY']
+
+# key of the ONNX metadata entry (JSON) that says what the file holds: the config, the exported
+# part and the pytree structure of the outputs (see ``onnx_export.ExportedNetwork``)
+METADATA_KEY = 'mm_transformer_plugins'
+
+
+class OnnxRuntimeNetwork:
+    """An exported network in an ONNX Runtime session on the CPU."""
+
+    def __init__(self, onnx_file: str, num_threads: Optional[int] = None):
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        self.onnx_file = onnx_file
+        self.session = onnxruntime.InferenceSession(onnx_file, options,
+                                                    providers=['CPUExecutionProvider'])
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_shape = tuple(graph_input.shape)  # ints, or names for free dimensions
+        metadata = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.metadata: Dict = json.loads(metadata) if metadata else {}
+
+    def check_input(self, inputs: np.ndarray) -> None:
+        """ValueError naming the file and both shapes when the graph does not take ``inputs``."""
+        fixed = [(i, size) for i, size in enumerate(self.input_shape) if isinstance(size, int)]
+        if inputs.ndim != len(self.input_shape) or any(inputs.shape[i] != s for i, s in fixed):
+            free = [i for i, size in enumerate(self.input_shape) if not isinstance(size, int)]
+            hint = ('' if free else '; the graph was exported for this size only: export one '
+                    'for the other size (--shape H W), or with --dynamic where the model allows')
+            raise ValueError(f'{self.onnx_file} takes inputs of shape {self.input_shape}, got '
+                             f'{tuple(inputs.shape)}{hint}')
+
+    def run(self, inputs: np.ndarray) -> List[np.ndarray]:
+        """(B, 3, H, W) float32 normalised images -> the flat outputs."""
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        self.check_input(inputs)
+        return self.session.run(None, {self.input_name: inputs})
+
+
+class OnnxRuntimeDetector:
+    """``detector``'s predictions with its network replaced by an exported file.
+
+    ``detector`` (built from the same config, weights not needed) supplies the data preprocessor
+    and the head's ``predict_by_feat``; the file must hold the whole detector network
+    (``part='detector'``).
+    """
+
+    def __init__(self, onnx_file: str, detector: nn.Module, num_threads: Optional[int] = None):
+        self.network = OnnxRuntimeNetwork(onnx_file, num_threads)
+        part = self.network.metadata.get('part')
+        if part != 'detector':
+            raise ValueError(f'{onnx_file} holds {part or "no record of its part"!r}, not a whole '
+                             'detector network (export it with --part detector)')
+        self.output_spec = pytree.treespec_loads(self.network.metadata['output_spec'])
+        self.detector = detector.eval()
+
+    @torch.no_grad()
+    def predict(self, data: dict) -> List[DetDataSample]:
+        """A dataloader batch -> its data samples with ``pred_instances`` (rescaled to the
+        original images), one image at a time through the graph."""
+        data = self.detector.data_preprocessor(data, False)
+        inputs, samples = data['inputs'], data['data_samples']
+        for image, sample in zip(inputs, samples):
+            flat = [torch.from_numpy(out) for out in self.network.run(image[None].numpy())]
+            head_outputs = pytree.tree_unflatten(flat, self.output_spec)
+            results = self.detector.bbox_head.predict_by_feat(
+                *head_outputs, batch_img_metas=[sample.metainfo], rescale=True)
+            self.detector.add_pred_to_datasample([sample], results)
+        return samples
+
+
+def evaluate_onnx(config: Config, onnx_file: str, num_threads: Optional[int] = None,
+                  log_interval: int = 50) -> Dict[str, float]:
+    """The config's test dataloader and evaluator on the exported detector; returns the metrics
+    (as ``tools/test.py`` prints them)."""
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    init_default_scope(config.get('default_scope', 'mmdet'))
+    detector = MODELS.build(config.model)
+    ort_detector = OnnxRuntimeDetector(onnx_file, detector, num_threads)
+    dataloader = Runner.build_dataloader(config.test_dataloader)
+    evaluator = Evaluator(config.test_evaluator)
+    evaluator.dataset_meta = dataloader.dataset.metainfo
+    for i, data in enumerate(dataloader):
+        evaluator.process(data_samples=ort_detector.predict(data), data_batch=data)
+        if (i + 1) % log_interval == 0 or i + 1 == len(dataloader):
+            print_log(f'ONNX Runtime: batch {i + 1}/{len(dataloader)}', logger='current')
+    return evaluator.evaluate(len(dataloader.dataset))
+
+
+def graph_metadata(config_file: str, part: str, output_spec: pytree.TreeSpec) -> Dict[str, str]:
+    """The metadata entry ``onnx_export`` writes into a file (see :data:`METADATA_KEY`)."""
+    return {METADATA_KEY: json.dumps(dict(config=config_file, part=part,
+                                          output_spec=pytree.treespec_dumps(output_spec)))}

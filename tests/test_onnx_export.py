@@ -1,0 +1,205 @@
+"""ONNX export: each family's export path against its fast path (eager), the exported files in
+ONNX Runtime against PyTorch, the tool's errors, and a trained toy detector evaluated through ONNX
+Runtime against tools/test.py."""
+import importlib.util
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from backbone_helpers import randomize_
+from projects.common.export import export_mode, is_exporting
+from projects.deformable_attention.ops import multi_scale_deformable_attention
+from projects.moa import MOABackbone
+from projects.pvt import PVTBackbone, PVTV2Backbone
+from projects.swin import SwinBackbone, SwinV2Backbone
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+HAS_ONNX = all(importlib.util.find_spec(name) is not None
+               for name in ('onnx', 'onnxruntime', 'onnxscript'))
+needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason='the deploy extra (pip install -e '
+                                '".[deploy]": onnx, onnxruntime, onnxscript) is not installed')
+TOY = osp.join(REPO, 'configs', 'toy')
+# Sizes not multiple of the windows at any stage: the padding paths are exported too
+ODD_HW = (72, 104)
+
+SMALL_BACKBONES = {
+    'swin': lambda: SwinBackbone(embed_dims=16, depths=(2, 2), num_heads=(1, 2), window_size=4,
+                                 out_indices=(0, 1)),
+    'swinv2': lambda: SwinV2Backbone(embed_dims=16, depths=(2, 2), num_heads=(1, 2),
+                                     window_size=4, out_indices=(0, 1)),
+    'moa': lambda: MOABackbone(embed_dims=16, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                               reduction=4),
+    'moa_official': lambda: MOABackbone(embed_dims=16, depths=(1, 1), num_heads=(1, 2),
+                                        window_size=4, reduction=4, moa_style='official'),
+    'pvt': lambda: PVTBackbone(embed_dims=(16, 32), depths=(1, 1), num_heads=(1, 2),
+                               sr_ratios=(2, 1), mlp_ratios=(2, 2), num_stages=2,
+                               out_indices=(0, 1)),
+    'pvtv2': lambda: PVTV2Backbone(embed_dims=(16, 32), depths=(1, 1), num_heads=(1, 2),
+                                   sr_ratios=(2, 1), mlp_ratios=(2, 2), num_stages=2,
+                                   out_indices=(0, 1)),
+}
+
+
+# ------------------------------------------------------------------ export paths, eager
+@pytest.mark.parametrize('name', sorted(SMALL_BACKBONES))
+def test_backbone_export_path_computes_the_fast_path(name):
+    """The formulation taken while exporting (plain linear, products, one chunk, index plan in
+    the graph) gives the fast path's features, and leaves no traced tensor in the caches."""
+    model = randomize_(SMALL_BACKBONES[name]())
+    images = torch.randn(2, 3, *ODD_HW)
+    with torch.no_grad():
+        fast = model(images)
+        with export_mode():
+            assert is_exporting()
+            exported = model(images)
+    assert not is_exporting()
+    for a, b in zip(fast, exported):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_deformable_attention_export_path_computes_the_op():
+    """``grid_sample`` per level (export) against the embedding-bag op, with locations outside
+    the maps, and the same non-finite semantics (a NaN location makes its query's output NaN)."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = torch.tensor([[5, 7], [3, 4]])
+    starts = torch.tensor([0, 35])
+    value = torch.randn(2, 47, 4, 8, generator=generator)
+    locations = torch.rand(2, 11, 4, 2, 3, 2, generator=generator) * 1.4 - 0.2
+    weights = torch.rand(2, 11, 4, 2, 3, generator=generator)
+    locations[1, 3, 2, 0, 1, 0] = float('nan')
+    fast = multi_scale_deformable_attention(value, shapes, starts, locations, weights)
+    with export_mode():
+        exported = multi_scale_deformable_attention(value, shapes, starts, locations, weights)
+    assert torch.equal(torch.isnan(exported), torch.isnan(fast))
+    assert torch.isnan(exported[1, 3, 16:24]).all()
+    torch.testing.assert_close(exported.nan_to_num(), fast.nan_to_num(), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ files in ONNX Runtime
+def _export(tmp_path, config, **kwargs):
+    from projects.deploy.onnx_export import export_detector
+    out = str(tmp_path / 'model.onnx')
+    difference = export_detector(Config.fromfile(config), out, verify=True, **kwargs)
+    return out, difference
+
+
+@needs_onnx
+@pytest.mark.parametrize('config', [
+    'retinanet_swin-nano_fpn_toy-coco.py', 'retinanet_pvtv2-b0_fpn_toy-coco.py',
+    'retinanet_moa-nano_fpn_toy-coco.py', 'retinanet_moa-nano-official_fpn_toy-coco.py',
+    'deformable-detr_swin-nano_toy-coco.py'])
+def test_toy_detectors_export_and_match_pytorch_in_onnx_runtime(tmp_path, config):
+    """Each family's toy detector, random weights, at a size that pads every stage's windows:
+    ONNX Runtime's raw head outputs within 1e-4 (relative to their scale) of PyTorch's."""
+    _, difference = _export(tmp_path, osp.join(TOY, config), input_hw=ODD_HW)
+    assert difference <= 1e-4
+
+
+@needs_onnx
+def test_pvt_exports_with_free_height_and_width(tmp_path):
+    """PVTv2 with --dynamic: one file runs at another size, matching PyTorch there."""
+    from projects.deploy.onnx_export import ExportedNetwork
+    from projects.deploy.onnx_runtime import OnnxRuntimeNetwork
+    out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py'),
+                     input_hw=(96, 128), dynamic=True)
+    network = OnnxRuntimeNetwork(out)
+    assert isinstance(network.input_shape[2], str) and isinstance(network.input_shape[3], str)
+    from mmdet.apis import init_detector
+    torch.manual_seed(0)  # the weights export_detector exported
+    detector = init_detector(Config.fromfile(osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py')),
+                             None, device='cpu')
+    images = torch.randn(1, 3, 160, 96)
+    with torch.no_grad():
+        expected = ExportedNetwork(detector).eval()(images)
+    for ours, theirs in zip(network.run(images.numpy()), expected):
+        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4)
+
+
+@needs_onnx
+def test_another_size_than_exported_is_refused_before_inference(tmp_path):
+    from projects.deploy.onnx_runtime import OnnxRuntimeNetwork
+    out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_swin-nano_fpn_toy-coco.py'),
+                     input_hw=(64, 64))
+    with pytest.raises(ValueError, match=r'model.onnx takes inputs of shape \(1, 3, 64, 64\), '
+                       r'got \(1, 3, 64, 96\); the graph was exported for this size only'):
+        OnnxRuntimeNetwork(out).run(np.zeros((1, 3, 64, 96), np.float32))
+
+
+@needs_onnx
+def test_two_stage_detector_names_what_cannot_export_and_its_backbone_exports(tmp_path):
+    from projects.deploy.onnx_export import ExportError
+    config = osp.join(REPO, 'configs', 'swin', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    options = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1])
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.update(options)
+    cfg.model.neck.in_channels = [16, 32, 64, 128]
+    cfg.dump(str(tmp_path / 'small.py'))
+    with pytest.raises(ExportError, match='two-stage detector.*RPNHead.*--part backbone'):
+        _export(tmp_path, str(tmp_path / 'small.py'), input_hw=(64, 96))
+    _, difference = _export(tmp_path, str(tmp_path / 'small.py'), input_hw=(64, 96),
+                            part='backbone')
+    assert difference <= 1e-4
+
+
+class _OneDNNNeck(nn.Module):
+    """A module calling an op that has no ONNX function."""
+
+    def forward(self, x):
+        weight = torch.ones(2, x.shape[-1])
+        return torch.ops.mkldnn._linear_pointwise(x, weight, None, 'none', [], 'none')
+
+
+class _FakeDetector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.neck = _OneDNNNeck()
+
+    def extract_feat(self, x):
+        return [self.neck(x)]
+
+
+@needs_onnx
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, '_linear_pointwise'), reason='no oneDNN')
+def test_an_op_without_onnx_function_is_named_with_its_module(tmp_path):
+    from projects.deploy.onnx_export import ExportedNetwork, ExportError, export_onnx
+    network = ExportedNetwork(_FakeDetector(), part='backbone')
+    with pytest.raises(ExportError, match=r'exporting _FakeDetector \(dynamo exporter\) failed in '
+                       r'neck \(_OneDNNNeck\): DispatchError: No ONNX function found for .*'
+                       'mkldnn._linear_pointwise'):
+        export_onnx(network, torch.randn(3, 8), str(tmp_path / 'x.onnx'), exporter='dynamo')
+
+
+# ------------------------------------------------------------------ evaluation
+@needs_onnx
+def test_trained_toy_detector_gives_the_same_ap_in_onnx_runtime(tmp_path):
+    """The quickstart's toy RetinaNet trained briefly (AP50 well above 0), exported: COCO AP and
+    AP50 through ONNX Runtime (tools/deployment/test_onnx.py) within 0.005 of tools/test.py's."""
+    from projects.datasets import prepare_toy_coco
+    from projects.deploy.cli import export_main, test_main
+    from projects.engine import launch
+    from projects.engine.quickstart import DEFAULT_CONFIG, latest_checkpoint
+    root = str(tmp_path / 'toy')
+    prepare_toy_coco(root, num_train=16, num_val=8, progress=False)
+    val_json = osp.join(root, 'annotations/instances_val.json')
+    options = ['train_cfg.max_epochs=12', 'param_scheduler.0.end=10', 'randomness.seed=0',
+               'train_dataloader.batch_size=4', 'model.backbone.depths=[1,1,1,1]',
+               *[f'{s}_dataloader.{k}' for s in ('train', 'val', 'test')
+                 for k in ('num_workers=0', 'persistent_workers=False')],
+               *[f'{s}_dataloader.dataset.data_root={root}' for s in ('train', 'val', 'test')],
+               f'val_evaluator.ann_file={val_json}', f'test_evaluator.ann_file={val_json}']
+    config = osp.join(REPO, DEFAULT_CONFIG)
+    work_dir = str(tmp_path / 'work')
+    launch.train([config, '--work-dir', work_dir, '--cfg-options', *options])
+    checkpoint = latest_checkpoint(work_dir)
+    pytorch = launch.test([config, checkpoint, '--work-dir', work_dir, '--cfg-options', *options])
+    onnx_file = str(tmp_path / 'toy.onnx')
+    export_main([config, checkpoint, '--out', onnx_file, '--verify',
+                 '--cfg-options', *options])
+    onnx = test_main([config, onnx_file, '--cfg-options', *options])
+    assert pytorch['coco/bbox_mAP_50'] >= 0.02  # trained: a comparison with teeth
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50'):
+        assert abs(onnx[key] - pytorch[key]) <= 0.005, key
