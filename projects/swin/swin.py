@@ -175,10 +175,10 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: Optio
 
     :func:`projects.common.layers.attention` (SDPA; written out while exporting) in general.
     Without autograd on CPU, three batched calls per head instead (scores with bias, softmax,
-    values), on strided views of q, k and v, to float32 rounding the same: SDPA's CPU kernel (flash-style blocks) spends more on bookkeeping than on the
-    products of 49-token windows. On the 2-core VM of README, 1.1-1.5x faster per call for Swin-T's
-    window shapes (most with few heads); a Swin-T forward at 800x1216 spends ~0.19 s instead of
-    ~0.27 s in attention.
+    values), on strided views of q, k and v, to float32 rounding the same: SDPA's CPU kernel
+    (flash-style blocks) spends more on bookkeeping than on the products of 49-token windows. On
+    the 2-core VM of README, 1.1-1.5x faster per call for Swin-T's window shapes (most with few
+    heads); a Swin-T forward at 800x1216 spends ~0.19 s instead of ~0.27 s in attention.
     """
     if (q.device.type != 'cpu' or torch.is_grad_enabled() or dropout_p > 0
             or is_exporting()):
