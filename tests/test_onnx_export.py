@@ -107,7 +107,7 @@ def test_pvt_exports_with_free_height_and_width(tmp_path):
     out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py'),
                      input_hw=(96, 128), dynamic=True)
     network = OnnxRuntimeNetwork(out)
-    assert isinstance(network.input_shape[2], str) and isinstance(network.input_shape[3], str)
+    assert all(isinstance(size, str) for size in network.input_shapes[0][2:])
     from mmdet.apis import init_detector
     torch.manual_seed(0)  # the weights export_detector exported
     detector = init_detector(Config.fromfile(osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py')),
@@ -170,7 +170,7 @@ def test_an_op_without_onnx_function_is_named_with_its_module(tmp_path):
     with pytest.raises(ExportError, match=r'exporting _FakeDetector \(dynamo exporter\) failed in '
                        r'neck \(_OneDNNNeck\): DispatchError: No ONNX function found for .*'
                        'mkldnn._linear_pointwise'):
-        export_onnx(network, torch.randn(3, 8), str(tmp_path / 'x.onnx'), exporter='dynamo')
+        export_onnx(network, (torch.randn(3, 8), ), str(tmp_path / 'x.onnx'), exporter='dynamo')
 
 
 # ------------------------------------------------------------------ evaluation

@@ -18,6 +18,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, constant_init, xavier_init
 from torch import Tensor, nn
 
+from projects.common.export import is_exporting
 from projects.deformable_attention import get_sampling_op
 
 __all__ = ['BEVTemporalSelfAttention', 'BEVSpatialCrossAttention']
@@ -224,10 +225,7 @@ class BEVSpatialCrossAttention(_DeformableProjections):
         sampled = self.sampling_op(values, spatial_shapes, level_start_index, locations, weights)
         sampled = sampled.view(bs, num_cams, rows, embed_dims) * hit_valid[..., None]
 
-        summed = query.new_zeros(bs * num_queries, embed_dims)
-        batch_offset = (torch.arange(bs, device=query.device) * num_queries)[:, None, None]
-        summed.index_add_(0, (hit_index + batch_offset).reshape(-1),
-                          sampled.reshape(-1, embed_dims).to(summed.dtype))
+        summed = _sum_over_cameras(sampled.to(query.dtype), hit_index, num_queries)
         cameras_seen = hits.sum(1).clamp(min=1).reshape(-1, 1).to(summed.dtype)  # (bs * Q, 1)
         averaged = (summed / cameras_seen).view(bs, num_queries, embed_dims)
         return self.dropout(self.output_proj(averaged)) + query
@@ -241,14 +239,31 @@ def _pack_hits(hits: Tensor):
 
     Returns:
         hit_index: (bs, num_cams, M) long query indices, hits first in query order, padding
-            rows point at query 0; hit_valid: (bs, num_cams, M) float, 1 for real rows.
+            rows point at query 0; hit_valid: (bs, num_cams, M) float, 1 for real rows. While
+            exporting, M = Q: every query, its miss masked (the same sums).
     """
+    if is_exporting():  # every query in every camera, misses masked: no data-dependent size
+        return (torch.arange(hits.shape[-1], device=hits.device).expand(hits.shape),
+                hits.to(torch.float32))
     counts = hits.sum(-1)  # (bs, cams)
     rows = max(int(counts.max()), 1)
     # a stable sort of "not hit" puts the hit queries first, in their original order
     order = torch.sort((~hits).to(torch.uint8), dim=-1, stable=True).indices[..., :rows]
     hit_valid = torch.arange(rows, device=hits.device) < counts[..., None]
     return order.masked_fill(~hit_valid, 0), hit_valid.to(torch.float32)
+
+
+def _sum_over_cameras(sampled: Tensor, hit_index: Tensor, num_queries: int) -> Tensor:
+    """(bs, cams, M, C) per packed row -> (bs * Q, C) summed per query over the cameras."""
+    bs, _, _, embed_dims = sampled.shape
+    if is_exporting():
+        # the rows are the queries (``_pack_hits``); exported, index_add would become a scatter
+        # that overwrites repeated indices instead of adding them
+        return sampled.sum(1).reshape(bs * num_queries, embed_dims)
+    summed = sampled.new_zeros(bs * num_queries, embed_dims)
+    batch_offset = (torch.arange(bs, device=sampled.device) * num_queries)[:, None, None]
+    return summed.index_add_(0, (hit_index + batch_offset).reshape(-1),
+                             sampled.reshape(-1, embed_dims))
 
 
 def _gather_queries(per_query: Tensor, index: Tensor) -> Tensor:

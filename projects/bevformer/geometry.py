@@ -48,8 +48,9 @@ def bev_cell_centers(bev_h: int, bev_w: int, point_cloud_range: Sequence[float],
     """(bev_h * bev_w, 2) x, y in metres of every BEV cell centre, row-major (h, w)."""
     x_min, y_min, _, x_max, y_max, _ = point_cloud_range
     steps = dict(device=device, dtype=dtype)
-    xs = torch.linspace(0.5, bev_w - 0.5, bev_w, **steps) / bev_w * (x_max - x_min) + x_min
-    ys = torch.linspace(0.5, bev_h - 0.5, bev_h, **steps) / bev_h * (y_max - y_min) + y_min
+    # arange, not linspace: the TorchScript exporter gives linspace a float64 output
+    xs = (torch.arange(bev_w, **steps) + 0.5) / bev_w * (x_max - x_min) + x_min
+    ys = (torch.arange(bev_h, **steps) + 0.5) / bev_h * (y_max - y_min) + y_min
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1)
 

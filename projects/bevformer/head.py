@@ -262,10 +262,11 @@ class BEVFormerHead(BaseModule):
     def _refine(self, raw_code: Tensor, reference: Tensor) -> Tuple[Tensor, Tensor]:
         """The layer's code with its centre slots as ``sigmoid(inverse_sigmoid(reference) +
         offset)`` in metres, and that refined reference (bs, num_query, 3) in [0, 1]."""
-        centre_slots = list(CENTER_SLOTS)
-        refined = (raw_code[..., centre_slots] + inverse_sigmoid(reference)).sigmoid()
-        code = raw_code.clone()
-        code[..., centre_slots] = centres_to_metres(refined, self.point_cloud_range)
+        centre_slots = torch.tensor(CENTER_SLOTS, device=raw_code.device)
+        refined = (raw_code.index_select(-1, centre_slots) + inverse_sigmoid(reference)).sigmoid()
+        # out of place (an index_put here breaks the TorchScript exporter's graph)
+        code = raw_code.index_copy(-1, centre_slots,
+                                   centres_to_metres(refined, self.point_cloud_range))
         return code, refined
 
     # ---- training -------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import load_checkpoint
 from mmdet.models.detectors import DetectionTransformer, TwoStageDetector
 from mmdet.structures import DetDataSample
 from torch import Tensor, nn
@@ -79,6 +81,13 @@ class ExportedNetwork(nn.Module):
         self.part = part
         self.output_spec: Optional[pytree.TreeSpec] = None
 
+    input_names = ['inputs']
+
+    def example_inputs(self, input_hw: Tuple[int, int],
+                       generator: torch.Generator) -> Tuple[Tensor]:
+        """Random normalised images (1, 3, H, W)."""
+        return (torch.randn(1, 3, *input_hw, generator=generator), )
+
     def forward(self, inputs: Tensor) -> Tuple[Tensor, ...]:
         if self.part == 'backbone':
             outputs = self.detector.extract_feat(inputs)
@@ -102,15 +111,17 @@ def unflatten_outputs(flat: Sequence[Tensor], spec: pytree.TreeSpec):
 
 
 def default_exporter(detector: nn.Module) -> str:
-    """'torchscript' for mmdet's DETR family (module doc), 'dynamo' otherwise."""
-    return 'torchscript' if isinstance(detector, DetectionTransformer) else 'dynamo'
+    """'torchscript' for mmdet's DETR family and BEVFormer (module doc), 'dynamo' otherwise."""
+    static = isinstance(detector, DetectionTransformer) or type(detector).__name__ == (
+        'BEVFormerDetector')
+    return 'torchscript' if static else 'dynamo'
 
 
-def export_onnx(network: ExportedNetwork, inputs: Tensor, out_file: str,
+def export_onnx(network: nn.Module, inputs: Tuple[Tensor, ...], out_file: str,
                 exporter: Optional[str] = None, opset: int = DEFAULT_OPSET,
                 dynamic: bool = False) -> List[np.ndarray]:
-    """Writes ``network`` traced on ``inputs`` (B, 3, H, W) to ``out_file``; returns PyTorch's
-    outputs on ``inputs`` (for :func:`verify_onnx`).
+    """Writes ``network`` (an ``ExportedNetwork`` or ``ExportedBEVFormer``) traced on ``inputs``
+    to ``out_file``; returns PyTorch's outputs on ``inputs`` (for :func:`verify_onnx`).
 
     ``dynamic``: the height and width stay free in the graph (dynamo exporter only, and only
     where the model's code allows it; otherwise an ExportError says which part fixes them).
@@ -125,7 +136,7 @@ def export_onnx(network: ExportedNetwork, inputs: Tensor, out_file: str,
                           'per input size instead of --dynamic')
     network.eval()
     with torch.no_grad():
-        reference = [t.numpy() for t in network(inputs)]
+        reference = [t.numpy() for t in network(*inputs)]
     tracker = _ModuleTracker(network)
     program = None
     try:
@@ -133,14 +144,14 @@ def export_onnx(network: ExportedNetwork, inputs: Tensor, out_file: str,
             if exporter == 'dynamo':
                 height, width = torch.export.Dim('height'), torch.export.Dim('width')
                 shapes = ({2: height, 3: width}, ) if dynamic else None
-                program = torch.export.export(network, (inputs, ), dynamic_shapes=shapes,
+                program = torch.export.export(network, inputs, dynamic_shapes=shapes,
                                               strict=False)
                 torch.onnx.export(program, dynamo=True, opset_version=opset,
-                                  input_names=['inputs'], verbose=False).save(out_file)
+                                  input_names=network.input_names, verbose=False).save(out_file)
             else:
                 with _quiet_torchscript_warnings():
-                    torch.onnx.export(network, (inputs, ), out_file, dynamo=False,
-                                      opset_version=opset, input_names=['inputs'])
+                    torch.onnx.export(network, inputs, out_file, dynamo=False,
+                                      opset_version=opset, input_names=network.input_names)
     except Exception as error:  # the exporters raise many types; all are reported the same way
         summary = _summary(error)
         where = _module_of_failed_op(program, summary) if program else tracker.describe()
@@ -149,15 +160,15 @@ def export_onnx(network: ExportedNetwork, inputs: Tensor, out_file: str,
     return reference
 
 
-def verify_onnx(onnx_file: str, inputs: Tensor, reference: Sequence[np.ndarray],
+def verify_onnx(onnx_file: str, inputs: Tuple[Tensor, ...], reference: Sequence[np.ndarray],
                 tolerance: float = DEFAULT_TOLERANCE) -> float:
     """Runs ``onnx_file`` in ONNX Runtime on ``inputs``; returns the largest absolute difference
     from ``reference`` (PyTorch's outputs). ValueError when it exceeds ``tolerance`` times the
     largest output magnitude (at least 1), an output's shape differs or one is non-finite."""
-    outputs = OnnxRuntimeNetwork(onnx_file).run(inputs.numpy())
+    outputs = OnnxRuntimeNetwork(onnx_file).run(*[t.numpy() for t in inputs])
     if len(outputs) != len(reference):
         raise ValueError(f'{onnx_file}: {len(outputs)} outputs, PyTorch gave {len(reference)}')
-    worst, scale = 0.0, 1.0
+    differences, scale = [], 1.0
     for i, (ours, theirs) in enumerate(zip(outputs, reference)):
         if ours.shape != theirs.shape:
             raise ValueError(f'{onnx_file}: output {i} has shape {ours.shape}, PyTorch\'s '
@@ -169,11 +180,16 @@ def verify_onnx(onnx_file: str, inputs: Tensor, reference: Sequence[np.ndarray],
         if not np.isfinite(ours).all():
             raise ValueError(f'{onnx_file}: output {i} is non-finite at '
                              f'{int((~np.isfinite(ours)).sum())} places in ONNX Runtime')
-        worst = max(worst, float(np.abs(ours.astype(np.float64) - theirs).max(initial=0.0)))
+        differences.append(np.abs(ours.astype(np.float64) - theirs))
         scale = max(scale, float(np.abs(theirs).max(initial=0.0)))
+    worst = max(float(d.max(initial=0.0)) for d in differences)
     if worst > tolerance * scale:
+        beyond = sum(int((d > tolerance * scale).sum()) for d in differences)
+        total = sum(d.size for d in differences)
         raise ValueError(f'{onnx_file}: ONNX Runtime differs from PyTorch by {worst:.3g} '
-                         f'(tolerance {tolerance:g} x output scale {scale:.3g})')
+                         f'(tolerance {tolerance:g} x output scale {scale:.3g}) at {beyond} of '
+                         f'{total} values (a few values: a near tie in a top-k selection, as '
+                         'random weights make likely; many: the export)')
     return worst
 
 
@@ -188,16 +204,36 @@ def export_detector(config: Config, out_file: str, checkpoint: Optional[str] = N
     file in ONNX Runtime on the same random input: returns the largest absolute difference from
     PyTorch (ValueError past the tolerance), else None."""
     require_onnx()
-    from mmdet.apis import init_detector
     if checkpoint is None:
         torch.manual_seed(0)  # the same random weights every time
-    detector = init_detector(copy.deepcopy(config), checkpoint, device='cpu')  # it edits config
-    network = ExportedNetwork(detector, part)
+    detector = build_detector(config, checkpoint)
+    if type(detector).__name__ == 'BEVFormerDetector':
+        from .bevformer_network import ExportedBEVFormer
+        if part != 'detector':
+            raise ValueError(f'part={part!r}: BEVFormer exports as a whole frame (part=detector)')
+        network = ExportedBEVFormer(detector)
+    else:
+        network = ExportedNetwork(detector, part)
     input_hw = input_hw or default_input_hw(config)
-    inputs = torch.randn(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
+    inputs = network.example_inputs(input_hw, torch.Generator().manual_seed(0))
     reference = export_onnx(network, inputs, out_file, exporter, opset, dynamic)
     _write_metadata(out_file, graph_metadata(config.filename, part, network.output_spec))
     return verify_onnx(out_file, inputs, reference, tolerance) if verify else None
+
+
+def build_detector(config: Config, checkpoint: Optional[str] = None) -> nn.Module:
+    """The config's detector (mmdet's or, for an mmdet3d-scoped config, mmdet3d's registry) on
+    the CPU in eval mode, with ``checkpoint``'s weights (else as built: no pretrained file is
+    read)."""
+    scope = config.get('default_scope', 'mmdet')
+    if scope == 'mmdet3d':
+        from projects.common.requirements import require_mmdet3d
+        require_mmdet3d('exporting an mmdet3d config')
+    init_default_scope(scope)
+    detector = MODELS.build(copy.deepcopy(config.model))
+    if checkpoint is not None:
+        load_checkpoint(detector, checkpoint, map_location='cpu')
+    return detector.eval()
 
 
 def default_input_hw(config: Config) -> Tuple[int, int]:

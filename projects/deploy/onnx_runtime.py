@@ -37,27 +37,34 @@ class OnnxRuntimeNetwork:
         self.onnx_file = onnx_file
         self.session = onnxruntime.InferenceSession(onnx_file, options,
                                                     providers=['CPUExecutionProvider'])
-        graph_input = self.session.get_inputs()[0]
-        self.input_name = graph_input.name
-        self.input_shape = tuple(graph_input.shape)  # ints, or names for free dimensions
+        self.input_names = [graph_input.name for graph_input in self.session.get_inputs()]
+        # per input: ints, or names for free dimensions
+        self.input_shapes = [tuple(graph_input.shape) for graph_input in self.session.get_inputs()]
         metadata = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.metadata: Dict = json.loads(metadata) if metadata else {}
 
-    def check_input(self, inputs: np.ndarray) -> None:
-        """ValueError naming the file and both shapes when the graph does not take ``inputs``."""
-        fixed = [(i, size) for i, size in enumerate(self.input_shape) if isinstance(size, int)]
-        if inputs.ndim != len(self.input_shape) or any(inputs.shape[i] != s for i, s in fixed):
-            free = [i for i, size in enumerate(self.input_shape) if not isinstance(size, int)]
+    def check_input(self, name: str, shape: tuple, array: np.ndarray) -> None:
+        """ValueError naming the file, the input and both shapes when the graph does not take
+        ``array`` as its input ``name`` of ``shape``."""
+        fixed = [(i, size) for i, size in enumerate(shape) if isinstance(size, int)]
+        if array.ndim != len(shape) or any(array.shape[i] != size for i, size in fixed):
+            free = [i for i, size in enumerate(shape) if not isinstance(size, int)]
             hint = ('' if free else '; the graph was exported for this size only: export one '
                     'for the other size (--shape H W), or with --dynamic where the model allows')
-            raise ValueError(f'{self.onnx_file} takes inputs of shape {self.input_shape}, got '
-                             f'{tuple(inputs.shape)}{hint}')
+            raise ValueError(f'{self.onnx_file} takes {name} of shape {shape}, got '
+                             f'{tuple(array.shape)}{hint}')
 
-    def run(self, inputs: np.ndarray) -> List[np.ndarray]:
-        """(B, 3, H, W) float32 normalised images -> the flat outputs."""
-        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-        self.check_input(inputs)
-        return self.session.run(None, {self.input_name: inputs})
+    def run(self, *inputs: np.ndarray) -> List[np.ndarray]:
+        """The graph's inputs in order (a detector: (B, 3, H, W) normalised images) -> its flat
+        outputs."""
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f'{self.onnx_file} takes {len(self.input_names)} inputs '
+                             f'{self.input_names}, got {len(inputs)}')
+        feeds = {}
+        for name, shape, array in zip(self.input_names, self.input_shapes, inputs):
+            self.check_input(name, shape, array)
+            feeds[name] = np.ascontiguousarray(array)
+        return self.session.run(None, feeds)
 
 
 class OnnxRuntimeDetector:
