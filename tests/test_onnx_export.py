@@ -203,3 +203,85 @@ def test_trained_toy_detector_gives_the_same_ap_in_onnx_runtime(tmp_path):
     assert pytorch['coco/bbox_mAP_50'] >= 0.02  # trained: a comparison with teeth
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50'):
         assert abs(onnx[key] - pytorch[key]) <= 0.005, key
+
+
+# ------------------------------------------------------------------ BEVFormer
+BEV_CONFIG = osp.join(REPO, 'configs', 'bevformer', 'bevformer_nano_toy-nuscenes.py')
+
+
+@needs_onnx
+def test_bevformer_frame_exports_and_matches_pytorch(tmp_path):
+    """The toy BEVFormer, random weights, one frame on the nuScenes rig with a previous BEV and
+    ego motion: BEV and head outputs within 1e-4 (relative) in ONNX Runtime."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        _, difference = _export(tmp_path, BEV_CONFIG, input_hw=(96, 160))
+    assert difference <= 1e-4
+
+
+@needs_onnx
+def test_bevformer_through_onnx_runtime_predicts_what_pytorch_does(tmp_path):
+    """A toy BEVFormer trained one epoch on a tiny generated world, exported: frame by frame over
+    the two val scenes (first frames without a previous BEV, the others with the one the graph
+    returned), the predictions of ONNX Runtime are PyTorch's, and tools/deployment/test_onnx.py
+    gives tools/test.py's NDS and mAP within 0.005."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+
+    from projects.datasets import prepare_toy_nuscenes
+    from projects.deploy.bevformer_onnx import OnnxRuntimeBEVFormer
+    from projects.deploy.cli import export_main, test_main, test_parser
+    from projects.deploy.onnx_runtime import build_detector
+    from projects.engine import launch
+    from projects.engine.quickstart import latest_checkpoint
+    root = str(tmp_path / 'world')
+    prepare_toy_nuscenes(root, progress=False, num_train_scenes=1, samples_per_scene=3,
+                         image_size=(112, 200))
+    val_infos = osp.join(root, 'nuscenes_infos_val.pkl')
+    options = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=1', 'randomness.seed=0',
+               'model.bbox_head.num_query=30',
+               *[f'{s}_dataloader.{k}' for s in ('train', 'val', 'test')
+                 for k in ('num_workers=0', 'persistent_workers=False')],
+               *[f'{s}_dataloader.dataset.data_root={root}' for s in ('train', 'val', 'test')],
+               *[f'{s}_evaluator.{k}' for s in ('val', 'test')
+                 for k in (f'data_root={root}', f'ann_file={val_infos}')]]
+    work_dir = str(tmp_path / 'work')
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        launch.train([BEV_CONFIG, '--work-dir', work_dir, '--cfg-options', *options])
+        checkpoint = latest_checkpoint(work_dir)
+        pytorch_metrics = launch.test([BEV_CONFIG, checkpoint, '--work-dir', work_dir,
+                                       '--cfg-options', *options])
+        onnx_file = str(tmp_path / 'bev.onnx')
+        export_main([BEV_CONFIG, checkpoint, '--out', onnx_file, '--shape', '128', '224',
+                     '--verify', '--cfg-options', *options])
+        onnx_metrics = test_main([BEV_CONFIG, onnx_file, '--cfg-options', *options])
+
+        config = Config.fromfile(BEV_CONFIG)
+        config.merge_from_dict(test_parser().parse_args(
+            [BEV_CONFIG, onnx_file, '--cfg-options', *options]).cfg_options)
+        detector = build_detector(config, checkpoint)
+        runtime = OnnxRuntimeBEVFormer(onnx_file, build_detector(config, checkpoint))
+        frames = 0
+        for data in Runner.build_dataloader(config.test_dataloader):
+            with torch.no_grad():
+                expected = detector.test_step(data)
+            for ours, theirs in zip(runtime.predict(data), expected):
+                _assert_same_boxes(ours.pred_instances_3d, theirs.pred_instances_3d)
+                frames += 1
+    assert frames == 6
+    for key in pytorch_metrics:
+        if key.endswith(('NDS', 'mAP')):
+            assert abs(onnx_metrics[key] - pytorch_metrics[key]) <= 0.005, key
+
+
+def _assert_same_boxes(ours, theirs, tolerance=1e-3):
+    """The same predicted boxes, in any order (boxes of nearly equal scores may swap places):
+    one to one, same label, score and box values within ``tolerance``."""
+    assert len(ours.labels_3d) == len(theirs.labels_3d)
+    ours_values = torch.cat([ours.bboxes_3d.tensor, ours.scores_3d[:, None]], 1)
+    theirs_values = torch.cat([theirs.bboxes_3d.tensor, theirs.scores_3d[:, None]], 1)
+    distance = (ours_values[:, None] - theirs_values[None]).abs().amax(-1)  # (ours, theirs)
+    distance[ours.labels_3d[:, None] != theirs.labels_3d[None]] = float('inf')
+    closest, match = distance.min(1)
+    assert closest.max() <= tolerance, float(closest.max())
+    assert len(set(match.tolist())) == len(match)

@@ -243,6 +243,15 @@ class BEVFormerDetector(Base3DDetector):
 
     def _encode_test_frame(self, feats: List[Tensor], meta: dict, frame: int) -> Tensor:
         """BEV (1, Q, C) of one test frame, using the BEV kept from the frame before."""
+        bev = self.encoder(feats, **self.test_frame_inputs(meta, frame, feats[0].device))
+        self.keep_test_frame(meta, frame, bev)
+        return bev
+
+    def test_frame_inputs(self, meta: dict, frame: int, device) -> dict:
+        """The encoder's arguments but the image features for test frame ``frame`` of one sample:
+        ``lidar2img``, ``image_hw``, ``input_hw``, ``can_bus``, and ``previous_bev`` with
+        ``current2previous`` when the kept BEV is usable (module doc), else None. (Also used by
+        the ONNX Runtime deployment, which runs the encoder as a graph.)"""
         lidar2global = self._lidar2global(meta, frame)
         scene_token = meta['scene_token'][frame]
         kept = self._previous_frame
@@ -259,23 +268,24 @@ class BEVFormerDetector(Base3DDetector):
                       'test with sampler=dict(type=\'SceneShardSampler\') for the temporal '
                       'figures (warned once)', logger='current', level=logging.WARNING)
             self._warned_missing_predecessor = True
-        device = feats[0].device
         lidar2img, image_hw, input_hw = self._camera_geometry([meta], frame, device)
-        can_bus_input = self._can_bus_tensor([meta], frame, [kept['can_bus'] if usable else None],
-                                             device)
+        can_bus = self._can_bus_tensor([meta], frame, [kept['can_bus'] if usable else None],
+                                       device)
+        inputs = dict(lidar2img=lidar2img, image_hw=image_hw, input_hw=input_hw, can_bus=can_bus,
+                      previous_bev=None, current2previous=None)
         if usable:
             motion = current_to_previous_lidar(lidar2global, kept['lidar2global'])
-            bev = self.encoder(feats, lidar2img, image_hw, input_hw, previous_bev=kept['bev'],
-                               current2previous=motion[None].float().to(device),
-                               can_bus=can_bus_input)
-        else:
-            bev = self.encoder(feats, lidar2img, image_hw, input_hw, can_bus=can_bus_input)
+            inputs.update(previous_bev=kept['bev'],
+                          current2previous=motion[None].float().to(device))
+        return inputs
+
+    def keep_test_frame(self, meta: dict, frame: int, bev: Tensor) -> None:
+        """Keeps ``bev`` (1, Q, C) of test frame ``frame`` for the next one (video_test_mode)."""
         if self.video_test_mode:
-            self._previous_frame = dict(token=meta.get('token', ''), scene_token=scene_token,
-                                        lidar2global=lidar2global, bev=bev.detach(),
-                                        can_bus=meta['can_bus'][frame] if 'can_bus' in meta
-                                        else None)
-        return bev
+            self._previous_frame = dict(
+                token=meta.get('token', ''), scene_token=meta['scene_token'][frame],
+                lidar2global=self._lidar2global(meta, frame), bev=bev.detach(),
+                can_bus=meta['can_bus'][frame] if 'can_bus' in meta else None)
 
     def _forward(self, batch_inputs_dict: dict, batch_data_samples: List[Det3DDataSample]):
         """Raw head outputs of the current frame (no temporal state), for tracing/FLOPs."""

@@ -15,7 +15,6 @@ exporter, which evaluates shapes at trace time (the graph is then fixed to the e
 Our modules switch to their exportable formulation while traced (:mod:`projects.common.export`).
 """
 import contextlib
-import copy
 import importlib.util
 import re
 import warnings
@@ -24,15 +23,13 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner import load_checkpoint
 from mmdet.models.detectors import DetectionTransformer, TwoStageDetector
 from mmdet.structures import DetDataSample
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from ..common.export import export_mode
-from .onnx_runtime import OnnxRuntimeNetwork, graph_metadata
+from .onnx_runtime import OnnxRuntimeNetwork, build_detector, graph_metadata
 
 __all__ = ['ExportError', 'ExportedNetwork', 'EXPORTERS', 'PARTS', 'default_exporter',
            'export_detector', 'export_onnx', 'verify_onnx', 'require_onnx', 'default_input_hw']
@@ -142,8 +139,9 @@ def export_onnx(network: nn.Module, inputs: Tuple[Tensor, ...], out_file: str,
     try:
         with torch.no_grad(), export_mode(), tracker:
             if exporter == 'dynamo':
-                height, width = torch.export.Dim('height'), torch.export.Dim('width')
-                shapes = ({2: height, 3: width}, ) if dynamic else None
+                # free height and width, with the ranges and guards the model's code implies
+                free = torch.export.Dim.DYNAMIC
+                shapes = ({2: free, 3: free}, ) if dynamic else None
                 program = torch.export.export(network, inputs, dynamic_shapes=shapes,
                                               strict=False)
                 torch.onnx.export(program, dynamo=True, opset_version=opset,
@@ -208,7 +206,7 @@ def export_detector(config: Config, out_file: str, checkpoint: Optional[str] = N
         torch.manual_seed(0)  # the same random weights every time
     detector = build_detector(config, checkpoint)
     if type(detector).__name__ == 'BEVFormerDetector':
-        from .bevformer_network import ExportedBEVFormer
+        from .bevformer_onnx import ExportedBEVFormer
         if part != 'detector':
             raise ValueError(f'part={part!r}: BEVFormer exports as a whole frame (part=detector)')
         network = ExportedBEVFormer(detector)
@@ -219,21 +217,6 @@ def export_detector(config: Config, out_file: str, checkpoint: Optional[str] = N
     reference = export_onnx(network, inputs, out_file, exporter, opset, dynamic)
     _write_metadata(out_file, graph_metadata(config.filename, part, network.output_spec))
     return verify_onnx(out_file, inputs, reference, tolerance) if verify else None
-
-
-def build_detector(config: Config, checkpoint: Optional[str] = None) -> nn.Module:
-    """The config's detector (mmdet's or, for an mmdet3d-scoped config, mmdet3d's registry) on
-    the CPU in eval mode, with ``checkpoint``'s weights (else as built: no pretrained file is
-    read)."""
-    scope = config.get('default_scope', 'mmdet')
-    if scope == 'mmdet3d':
-        from projects.common.requirements import require_mmdet3d
-        require_mmdet3d('exporting an mmdet3d config')
-    init_default_scope(scope)
-    detector = MODELS.build(copy.deepcopy(config.model))
-    if checkpoint is not None:
-        load_checkpoint(detector, checkpoint, map_location='cpu')
-    return detector.eval()
 
 
 def default_input_hw(config: Config) -> Tuple[int, int]:

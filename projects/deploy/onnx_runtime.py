@@ -4,8 +4,10 @@
 size refuses others by name). ``OnnxRuntimeDetector`` is the whole detector around it: mmdet's
 data preprocessor before, the head's own ``predict_by_feat`` after (decoding, thresholds, NMS), so
 its ``DetDataSample`` predictions are those of ``tools/test.py`` up to the graph's rounding.
-``evaluate_onnx`` runs a config's test set and metric on it.
+``evaluate_onnx`` runs a config's test set and metric on it (BEVFormer: ``OnnxRuntimeBEVFormer``
+of :mod:`projects.deploy.bevformer_onnx`).
 """
+import copy
 import json
 from typing import Dict, List, Optional
 
@@ -14,12 +16,14 @@ import torch
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import Runner, load_checkpoint
 from mmdet.structures import DetDataSample
 from torch import nn
 from torch.utils import _pytree as pytree
 
-__all__ = ['OnnxRuntimeNetwork', 'OnnxRuntimeDetector', 'evaluate_onnx', 'METADATA_KEY']
+__all__ = ['OnnxRuntimeNetwork', 'OnnxRuntimeDetector', 'build_detector', 'evaluate_onnx',
+           'METADATA_KEY']
 
 # key of the ONNX metadata entry (JSON) that says what the file holds: the config, the exported
 # part and the pytree structure of the outputs (see ``onnx_export.ExportedNetwork``)
@@ -99,20 +103,36 @@ class OnnxRuntimeDetector:
         return samples
 
 
+def build_detector(config: Config, checkpoint: Optional[str] = None) -> nn.Module:
+    """The config's detector (mmdet's or, for an mmdet3d-scoped config, mmdet3d's registry) on
+    the CPU in eval mode, with ``checkpoint``'s weights (else as built: no pretrained file is
+    read)."""
+    scope = config.get('default_scope', 'mmdet')
+    if scope == 'mmdet3d':
+        from projects.common.requirements import require_mmdet3d
+        require_mmdet3d('exporting an mmdet3d config')
+    init_default_scope(scope)
+    detector = MODELS.build(copy.deepcopy(config.model))
+    if checkpoint is not None:
+        load_checkpoint(detector, checkpoint, map_location='cpu')
+    return detector.eval()
+
+
 def evaluate_onnx(config: Config, onnx_file: str, num_threads: Optional[int] = None,
                   log_interval: int = 50) -> Dict[str, float]:
-    """The config's test dataloader and evaluator on the exported detector; returns the metrics
+    """The config's test dataloader and evaluator on the exported model; returns the metrics
     (as ``tools/test.py`` prints them)."""
-    from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
-    init_default_scope(config.get('default_scope', 'mmdet'))
-    detector = MODELS.build(config.model)
-    ort_detector = OnnxRuntimeDetector(onnx_file, detector, num_threads)
+    detector = build_detector(config)
+    if type(detector).__name__ == 'BEVFormerDetector':
+        from .bevformer_onnx import OnnxRuntimeBEVFormer
+        runtime = OnnxRuntimeBEVFormer(onnx_file, detector, num_threads)
+    else:
+        runtime = OnnxRuntimeDetector(onnx_file, detector, num_threads)
     dataloader = Runner.build_dataloader(config.test_dataloader)
     evaluator = Evaluator(config.test_evaluator)
     evaluator.dataset_meta = dataloader.dataset.metainfo
     for i, data in enumerate(dataloader):
-        evaluator.process(data_samples=ort_detector.predict(data), data_batch=data)
+        evaluator.process(data_samples=runtime.predict(data), data_batch=data)
         if (i + 1) % log_interval == 0 or i + 1 == len(dataloader):
             print_log(f'ONNX Runtime: batch {i + 1}/{len(dataloader)}', logger='current')
     return evaluator.evaluate(len(dataloader.dataset))

@@ -1,8 +1,10 @@
-"""The exported part of BEVFormer: one frame, with its temporal inputs given.
+"""BEVFormer in ONNX: the exported part (one frame, its temporal inputs given) and the frame
+loop around it in ONNX Runtime.
 
 A deployment runs the temporal loop outside the graph: it keeps the BEV the graph returns and
 feeds it back as the next frame's ``previous_bev`` (with ``has_previous`` False at a scene's first
-frame, as ``BEVFormerDetector`` decides from scene tokens and ego motion). Camera geometry is an
+frame, as ``BEVFormerDetector`` decides from scene tokens and ego motion); ``OnnxRuntimeBEVFormer``
+does that with the detector's own decisions (``test_frame_inputs`` / ``keep_test_frame``). Camera geometry is an
 input, so one file serves any calibration; the image size is fixed at export.
 
 While exported, the spatial cross-attention computes every (camera, query) pair with misses
@@ -18,7 +20,7 @@ from torch.utils import _pytree as pytree
 
 from projects.bevformer.rig import nuscenes_rig_lidar2img
 
-__all__ = ['ExportedBEVFormer']
+__all__ = ['ExportedBEVFormer', 'OnnxRuntimeBEVFormer']
 
 
 class ExportedBEVFormer(nn.Module):
@@ -87,3 +89,59 @@ class ExportedBEVFormer(nn.Module):
             can_bus[0, 0], can_bus[0, 16], can_bus[0, 17] = 1.0, angle, 2.0
             inputs.append(can_bus)
         return tuple(inputs)
+
+
+class OnnxRuntimeBEVFormer:
+    """``BEVFormerDetector``'s test-time predictions with one frame's network replaced by an
+    exported file: the detector (built from the same config, weights not needed) decides, frame
+    by frame, whether the BEV kept from the previous frame is used and supplies the data
+    preprocessor and the head's ``predict_by_feat``; the graph computes the BEV and the head's
+    outputs, and the BEV it returns is kept for the next frame."""
+
+    def __init__(self, onnx_file: str, detector: nn.Module, num_threads=None):
+        from .onnx_runtime import OnnxRuntimeNetwork
+        self.network = OnnxRuntimeNetwork(onnx_file, num_threads)
+        self.output_spec = pytree.treespec_loads(self.network.metadata['output_spec'])
+        self.detector = detector.eval()
+        self.exported = ExportedBEVFormer(detector)
+        if self.network.input_names != self.exported.input_names:
+            raise ValueError(f'{onnx_file} takes {self.network.input_names}; the config\'s '
+                             f'encoder needs {self.exported.input_names} (another config?)')
+
+    @torch.no_grad()
+    def predict(self, data: dict) -> list:
+        """A test batch -> its data samples with ``pred_instances_3d``, in order (each sample
+        is the next frame of the sequence, as ``BEVFormerDetector.predict``)."""
+        detector = self.detector
+        data = detector.data_preprocessor(data, False)
+        samples = data['data_samples']
+        metas = [s.metainfo for s in samples]
+        frames = detector._frames(data['inputs'], metas)
+        frame = frames.shape[1] - 1
+        results = []
+        for index, meta in enumerate(metas):
+            inputs = detector.test_frame_inputs(meta, frame, 'cpu')
+            outputs = self.network.run(*self._arrays(frames[index:index + 1, -1], inputs))
+            bev = torch.from_numpy(outputs[0])
+            detector.keep_test_frame(meta, frame, bev)
+            head_outputs = pytree.tree_unflatten([torch.from_numpy(o) for o in outputs[1:]],
+                                                 self.output_spec)
+            results.extend(detector.bbox_head.predict_by_feat(*head_outputs, [meta]))
+        return detector.add_pred_to_datasample(samples, results)
+
+    def _arrays(self, imgs: Tensor, inputs: dict) -> List[np.ndarray]:
+        """The graph's inputs from ``test_frame_inputs``: without a usable previous BEV, zeros
+        with ``has_previous`` False (the graph then ignores them) and the identity motion."""
+        encoder = self.detector.encoder
+        previous_bev = inputs['previous_bev']
+        has_previous = previous_bev is not None
+        if not has_previous:
+            previous_bev = imgs.new_zeros(1, encoder.bev_h * encoder.bev_w, encoder.embed_dims)
+        arrays = [imgs, inputs['lidar2img'], inputs['image_hw'], previous_bev,
+                  torch.tensor([has_previous])]
+        if self.exported.uses_motion:
+            motion = inputs['current2previous']
+            arrays.append(torch.eye(4)[None] if motion is None else motion)
+        if self.exported.uses_can_bus:
+            arrays.append(inputs['can_bus'])
+        return [a.cpu().numpy() for a in arrays]
