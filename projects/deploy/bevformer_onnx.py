@@ -4,8 +4,9 @@ loop around it in ONNX Runtime.
 A deployment runs the temporal loop outside the graph: it keeps the BEV the graph returns and
 feeds it back as the next frame's ``previous_bev`` (with ``has_previous`` False at a scene's first
 frame, as ``BEVFormerDetector`` decides from scene tokens and ego motion); ``OnnxRuntimeBEVFormer``
-does that with the detector's own decisions (``test_frame_inputs`` / ``keep_test_frame``). Camera geometry is an
-input, so one file serves any calibration; the image size is fixed at export.
+does that with the detector's own decisions (``test_frame_inputs`` / ``keep_test_frame``).
+Camera geometry is an input, so one file serves any calibration; the image size is fixed at
+export.
 
 While exported, the spatial cross-attention computes every (camera, query) pair with misses
 masked instead of packing the hits (``_pack_hits``): the same sums, with no size that depends on
