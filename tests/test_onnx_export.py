@@ -210,12 +210,17 @@ BEV_CONFIG = osp.join(REPO, 'configs', 'bevformer', 'bevformer_nano_toy-nuscenes
 
 
 @needs_onnx
-def test_bevformer_frame_exports_and_matches_pytorch(tmp_path):
+@pytest.mark.parametrize('alignment', ['exact', 'official'])
+def test_bevformer_frame_exports_and_matches_pytorch(tmp_path, alignment):
     """The toy BEVFormer, random weights, one frame on the nuScenes rig with a previous BEV and
-    ego motion: BEV and head outputs within 1e-4 (relative) in ONNX Runtime."""
+    ego motion (our exact alignment, or the official rotation and CAN-bus shift): BEV and head
+    outputs within 1e-4 (relative) in ONNX Runtime."""
     from mmengine.registry import DefaultScope
+    config = Config.fromfile(BEV_CONFIG)
+    config.model.encoder.temporal_alignment = alignment
+    config.dump(str(tmp_path / 'bev.py'))
     with DefaultScope.overwrite_default_scope('mmdet3d'):
-        _, difference = _export(tmp_path, BEV_CONFIG, input_hw=(96, 160))
+        _, difference = _export(tmp_path, str(tmp_path / 'bev.py'), input_hw=(96, 160))
     assert difference <= 1e-4
 
 
@@ -285,3 +290,24 @@ def _assert_same_boxes(ours, theirs, tolerance=1e-3):
     closest, match = distance.min(1)
     assert closest.max() <= tolerance, float(closest.max())
     assert len(set(match.tolist())) == len(match)
+
+
+class _DataDependentNeck(nn.Module):
+    """A module whose control flow depends on its input's values."""
+
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x
+
+
+class _DataDependentDetector(_FakeDetector):
+    def __init__(self):
+        super().__init__()
+        self.neck = _DataDependentNeck()
+
+
+@needs_onnx
+def test_a_failure_while_tracing_is_named_with_its_module(tmp_path):
+    from projects.deploy.onnx_export import ExportedNetwork, ExportError, export_onnx
+    network = ExportedNetwork(_DataDependentDetector(), part='backbone')
+    with pytest.raises(ExportError, match=r'failed in neck \(_DataDependentNeck\)'):
+        export_onnx(network, (torch.randn(3, 8), ), str(tmp_path / 'x.onnx'), exporter='dynamo')

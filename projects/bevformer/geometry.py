@@ -9,11 +9,14 @@ Matrices are 4x4 homogeneous transforms named ``a2b`` (they map a point in frame
 ``lidar2img = cam2img @ lidar2cam`` (cam2img padded to 4x4), ``lidar2global = ego2global @
 lidar2ego``.
 """
+import math
 from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from projects.common.export import is_exporting
 
 __all__ = [
     'HIT_AREAS', 'check_range', 'check_bev_grid', 'bev_cell_centers', 'pillar_points',
@@ -188,14 +191,14 @@ def rotate_bev_like_torchvision(bev: Tensor, angle_deg: Tensor,
     """
     bs, _, height, width = bev.shape
     dtype = bev.dtype if bev.dtype == torch.float64 else torch.float32
-    angle = torch.deg2rad(angle_deg.to(device=bev.device, dtype=dtype))
+    angle = angle_deg.to(device=bev.device, dtype=dtype) * (math.pi / 180)  # as torch.deg2rad
     cos, sin = angle.cos(), angle.sin()  # (bs,)
     center = torch.tensor([center_xy[0] - width * 0.5, center_xy[1] - height * 0.5],
                           dtype=dtype, device=bev.device)
-    xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, width, dtype=dtype,
-                        device=bev.device)
-    ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, height, dtype=dtype,
-                        device=bev.device)
+    # arange, not linspace or deg2rad: the TorchScript exporter has no deg2rad and gives
+    # linspace a float64 output
+    xs = torch.arange(width, dtype=dtype, device=bev.device) + (0.5 - width * 0.5)
+    ys = torch.arange(height, dtype=dtype, device=bev.device) + (0.5 - height * 0.5)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')  # (H, W) pixel centres
     rel_x, rel_y = grid_x - center[0], grid_y - center[1]
     source_x = cos[:, None, None] * rel_x - sin[:, None, None] * rel_y + center[0]
@@ -221,9 +224,11 @@ def can_bus_bev_shift(can_bus: Tensor, point_cloud_range: Sequence[float]) -> Te
         ``b`` the ego yaw minus the translation's direction (forward motion shifts along +y).
     """
     x_min, y_min, _, x_max, y_max, _ = point_cloud_range
-    can_bus = can_bus.to(torch.float64)
+    # float64 (translations of a few metres against yaws of any size); float32 while exporting:
+    # ONNX Runtime has no float64 Atan
+    can_bus = can_bus.to(torch.float32 if is_exporting() else torch.float64)
     delta_x, delta_y, ego_yaw = can_bus[:, 0], can_bus[:, 1], can_bus[:, 16]
-    length = torch.hypot(delta_x, delta_y)
+    length = (delta_x.square() + delta_y.square()).sqrt()  # as the official code (no hypot in ONNX)
     bev_angle = ego_yaw - torch.atan2(delta_y, delta_x)
     return torch.stack([length * bev_angle.sin() / (x_max - x_min),
                         length * bev_angle.cos() / (y_max - y_min)], dim=-1)

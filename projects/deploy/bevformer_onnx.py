@@ -12,7 +12,7 @@ While exported, the spatial cross-attention computes every (camera, query) pair 
 masked instead of packing the hits (``_pack_hits``): the same sums, with no size that depends on
 the data.
 """
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -105,9 +105,9 @@ class OnnxRuntimeBEVFormer:
         self.output_spec = pytree.treespec_loads(self.network.metadata['output_spec'])
         self.detector = detector.eval()
         self.exported = ExportedBEVFormer(detector)
-        if self.network.input_names != self.exported.input_names:
+        if not set(self.network.input_names) <= set(self.exported.input_names):
             raise ValueError(f'{onnx_file} takes {self.network.input_names}; the config\'s '
-                             f'encoder needs {self.exported.input_names} (another config?)')
+                             f'encoder reads {self.exported.input_names} (another config?)')
 
     @torch.no_grad()
     def predict(self, data: dict) -> list:
@@ -122,7 +122,7 @@ class OnnxRuntimeBEVFormer:
         results = []
         for index, meta in enumerate(metas):
             inputs = detector.test_frame_inputs(meta, frame, 'cpu')
-            outputs = self.network.run(*self._arrays(frames[index:index + 1, -1], inputs))
+            outputs = self.network.run_named(self._arrays(frames[index:index + 1, -1], inputs))
             bev = torch.from_numpy(outputs[0])
             detector.keep_test_frame(meta, frame, bev)
             head_outputs = pytree.tree_unflatten([torch.from_numpy(o) for o in outputs[1:]],
@@ -130,7 +130,7 @@ class OnnxRuntimeBEVFormer:
             results.extend(detector.bbox_head.predict_by_feat(*head_outputs, [meta]))
         return detector.add_pred_to_datasample(samples, results)
 
-    def _arrays(self, imgs: Tensor, inputs: dict) -> List[np.ndarray]:
+    def _arrays(self, imgs: Tensor, inputs: dict) -> Dict[str, np.ndarray]:
         """The graph's inputs from ``test_frame_inputs``: without a usable previous BEV, zeros
         with ``has_previous`` False (the graph then ignores them) and the identity motion."""
         encoder = self.detector.encoder
@@ -145,4 +145,5 @@ class OnnxRuntimeBEVFormer:
             arrays.append(torch.eye(4)[None] if motion is None else motion)
         if self.exported.uses_can_bus:
             arrays.append(inputs['can_bus'])
-        return [a.cpu().numpy() for a in arrays]
+        return {name: array.cpu().numpy()
+                for name, array in zip(self.exported.input_names, arrays)}

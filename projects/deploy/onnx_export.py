@@ -9,8 +9,10 @@ function: for those, ``part='backbone'`` exports the backbone and neck.
 
 Exporters: torch's ``dynamo=True`` exporter (``torch.export``) by default. mmdet's DETR family
 computes with its feature shapes as tensors (``torch._shape_as_tensor``, ``linspace`` over a
-tensor's element), which ``torch.export`` cannot trace; those export through torch's TorchScript
+tensor's element) and the deformable attention (theirs, and BEVFormer's) needs the levels' sizes
+as Python ints, which ``torch.export`` cannot trace; those export through torch's TorchScript
 exporter, which evaluates shapes at trace time (the graph is then fixed to the exported size).
+BEVFormer exports as one frame (:mod:`projects.deploy.bevformer_onnx`).
 
 Our modules switch to their exportable formulation while traced (:mod:`projects.common.export`).
 """
@@ -32,11 +34,12 @@ from ..common.export import export_mode
 from .onnx_runtime import OnnxRuntimeNetwork, build_detector, graph_metadata
 
 __all__ = ['ExportError', 'ExportedNetwork', 'EXPORTERS', 'PARTS', 'default_exporter',
-           'export_detector', 'export_onnx', 'verify_onnx', 'require_onnx', 'default_input_hw']
+           'export_detector', 'exported_network', 'export_onnx', 'verify_onnx', 'require_onnx',
+           'default_input_hw']
 
 EXPORTERS = ('dynamo', 'torchscript')
 PARTS = ('detector', 'backbone')
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 20  # 20: GELU as one op (ONNX Runtime ~3x faster on it than Erf, Div, Mul)
 # exported outputs agree with PyTorch's within this (float32 rounding of reordered sums)
 DEFAULT_TOLERANCE = 1e-4
 
@@ -60,8 +63,8 @@ class ExportedNetwork(nn.Module):
 
     ``part='detector'``: ``detector._forward`` (the head's outputs, as its ``predict_by_feat``
     takes them); ``'backbone'``: the backbone and neck features. ``output_spec`` is the pytree
-    structure of those outputs (set by the first call), from which
-    :func:`unflatten_outputs` rebuilds them.
+    structure of those outputs (set by each call), written into the file's metadata so that ONNX
+    Runtime's flat outputs can be rebuilt.
     """
 
     def __init__(self, detector: nn.Module, part: str = 'detector'):
@@ -100,11 +103,6 @@ class ExportedNetwork(nn.Module):
         hw = tuple(inputs.shape[-2:])
         return [DetDataSample(metainfo=dict(img_shape=hw, batch_input_shape=hw))
                 for _ in range(inputs.shape[0])]
-
-
-def unflatten_outputs(flat: Sequence[Tensor], spec: pytree.TreeSpec):
-    """The exported outputs rebuilt into the structure ``_forward`` returns."""
-    return pytree.tree_unflatten(list(flat), spec)
 
 
 def default_exporter(detector: nn.Module) -> str:
@@ -158,12 +156,14 @@ def export_onnx(network: nn.Module, inputs: Tuple[Tensor, ...], out_file: str,
     return reference
 
 
-def verify_onnx(onnx_file: str, inputs: Tuple[Tensor, ...], reference: Sequence[np.ndarray],
+def verify_onnx(onnx_file: str, inputs: Dict[str, Tensor], reference: Sequence[np.ndarray],
                 tolerance: float = DEFAULT_TOLERANCE) -> float:
-    """Runs ``onnx_file`` in ONNX Runtime on ``inputs``; returns the largest absolute difference
-    from ``reference`` (PyTorch's outputs). ValueError when it exceeds ``tolerance`` times the
-    largest output magnitude (at least 1), an output's shape differs or one is non-finite."""
-    outputs = OnnxRuntimeNetwork(onnx_file).run(*[t.numpy() for t in inputs])
+    """Runs ``onnx_file`` in ONNX Runtime on ``inputs`` (by input name); returns the largest
+    absolute difference from ``reference`` (PyTorch's outputs). ValueError when it exceeds
+    ``tolerance`` times the largest output magnitude (at least 1), an output's shape differs or
+    one is non-finite."""
+    outputs = OnnxRuntimeNetwork(onnx_file).run_named(
+        {name: tensor.numpy() for name, tensor in inputs.items()})
     if len(outputs) != len(reference):
         raise ValueError(f'{onnx_file}: {len(outputs)} outputs, PyTorch gave {len(reference)}')
     differences, scale = [], 1.0
@@ -196,11 +196,24 @@ def export_detector(config: Config, out_file: str, checkpoint: Optional[str] = N
                     exporter: Optional[str] = None, opset: int = DEFAULT_OPSET,
                     dynamic: bool = False, verify: bool = False,
                     tolerance: float = DEFAULT_TOLERANCE) -> Optional[float]:
-    """Builds the detector of ``config`` (weights from ``checkpoint``, else random), exports
-    ``part`` of it for (1, 3, H, W) inputs (``input_hw``, default :func:`default_input_hw`) to
-    ``out_file`` with the metadata ``OnnxRuntimeDetector`` reads, and with ``verify`` runs the
-    file in ONNX Runtime on the same random input: returns the largest absolute difference from
-    PyTorch (ValueError past the tolerance), else None."""
+    """Exports ``part`` of the detector of ``config`` (:func:`exported_network`) to ``out_file``
+    with the metadata ``OnnxRuntimeDetector`` reads, and with ``verify`` runs the file in ONNX
+    Runtime on the same random inputs: returns the largest absolute difference from PyTorch
+    (ValueError past the tolerance), else None."""
+    network, inputs = exported_network(config, checkpoint, input_hw, part)
+    reference = export_onnx(network, inputs, out_file, exporter, opset, dynamic)
+    _write_metadata(out_file, graph_metadata(config.filename, part, network.output_spec))
+    if not verify:
+        return None
+    return verify_onnx(out_file, dict(zip(network.input_names, inputs)), reference, tolerance)
+
+
+def exported_network(config: Config, checkpoint: Optional[str] = None,
+                     input_hw: Optional[Tuple[int, int]] = None, part: str = 'detector'
+                     ) -> Tuple[nn.Module, Tuple[Tensor, ...]]:
+    """The module that is exported from ``config``'s detector (weights from ``checkpoint``, else
+    seeded random ones) and random example inputs for (H, W) = ``input_hw`` (default
+    :func:`default_input_hw`): an ``ExportedNetwork``, or an ``ExportedBEVFormer``."""
     require_onnx()
     if checkpoint is None:
         torch.manual_seed(0)  # the same random weights every time
@@ -213,10 +226,7 @@ def export_detector(config: Config, out_file: str, checkpoint: Optional[str] = N
     else:
         network = ExportedNetwork(detector, part)
     input_hw = input_hw or default_input_hw(config)
-    inputs = network.example_inputs(input_hw, torch.Generator().manual_seed(0))
-    reference = export_onnx(network, inputs, out_file, exporter, opset, dynamic)
-    _write_metadata(out_file, graph_metadata(config.filename, part, network.output_spec))
-    return verify_onnx(out_file, inputs, reference, tolerance) if verify else None
+    return network.eval(), network.example_inputs(input_hw, torch.Generator().manual_seed(0))
 
 
 def default_input_hw(config: Config) -> Tuple[int, int]:
@@ -243,22 +253,20 @@ def _write_metadata(onnx_file: str, entries: Dict[str, str]) -> None:
 
 
 class _ModuleTracker:
-    """Keeps the stack of modules whose forward is running, so that an export failure can name
-    the innermost one (qualified name and class)."""
+    """Keeps the stack of modules whose forward is running, so that a failure while tracing can
+    name the innermost one (qualified name and class)."""
 
     def __init__(self, root: nn.Module):
         self.root = root
         self.stack: List[str] = []
-        self.deepest: List[str] = []
         self.handles = []
 
     def __enter__(self):
-        names = {module: name for name, module in self.root.named_modules()}
-        for module, name in names.items():
+        for name, module in self.root.named_modules():
             name = re.sub(r'^detector\.?', '', name)  # the path in the detector
             label = f'{name or "<model>"} ({type(module).__name__})'
             self.handles.append(module.register_forward_pre_hook(self._enter(label)))
-            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
+            self.handles.append(module.register_forward_hook(self._leave))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -268,7 +276,6 @@ class _ModuleTracker:
     def _enter(self, label: str):
         def hook(module, args):
             self.stack.append(label)
-            self.deepest = list(self.stack)
         return hook
 
     def _leave(self, module, args, output) -> None:
@@ -276,9 +283,9 @@ class _ModuleTracker:
             self.stack.pop()
 
     def describe(self) -> str:
-        """The innermost module running when tracing stopped (or the last one entered)."""
-        path = self.stack or self.deepest
-        return path[-1] if path else 'the model'
+        """The innermost module running when the export stopped, or the traced graph when the
+        failure came after tracing (the TorchScript exporter converts the whole graph then)."""
+        return self.stack[-1] if self.stack else 'converting the traced graph'
 
 
 def _summary(error: BaseException, limit: int = 1) -> str:

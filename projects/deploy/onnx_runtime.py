@@ -33,9 +33,13 @@ METADATA_KEY = 'mm_transformer_plugins'
 class OnnxRuntimeNetwork:
     """An exported network in an ONNX Runtime session on the CPU."""
 
-    def __init__(self, onnx_file: str, num_threads: Optional[int] = None):
+    def __init__(self, onnx_file: str, num_threads: Optional[int] = None,
+                 memory_arena: bool = True):
+        """``memory_arena`` False: allocations go to malloc and back after each run (as
+        PyTorch's CPU allocator does), so that a process's peak memory compares."""
         import onnxruntime
         options = onnxruntime.SessionOptions()
+        options.enable_cpu_mem_arena = memory_arena
         if num_threads:
             options.intra_op_num_threads = num_threads
         self.onnx_file = onnx_file
@@ -64,10 +68,19 @@ class OnnxRuntimeNetwork:
         if len(inputs) != len(self.input_names):
             raise ValueError(f'{self.onnx_file} takes {len(self.input_names)} inputs '
                              f'{self.input_names}, got {len(inputs)}')
+        return self.run_named(dict(zip(self.input_names, inputs)))
+
+    def run_named(self, arrays: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        """Runs on the graph's inputs taken from ``arrays`` by name; names the graph does not take
+        are left out (the exporter drops an input the model never reads, e.g. ``image_hw`` of a
+        BEVFormer that clips hits to the padded input)."""
+        missing = [name for name in self.input_names if name not in arrays]
+        if missing:
+            raise ValueError(f'{self.onnx_file} takes {self.input_names}; missing {missing}')
         feeds = {}
-        for name, shape, array in zip(self.input_names, self.input_shapes, inputs):
-            self.check_input(name, shape, array)
-            feeds[name] = np.ascontiguousarray(array)
+        for name, shape in zip(self.input_names, self.input_shapes):
+            self.check_input(name, shape, arrays[name])
+            feeds[name] = np.ascontiguousarray(arrays[name])
         return self.session.run(None, feeds)
 
 
