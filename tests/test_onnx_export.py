@@ -311,3 +311,18 @@ def test_a_failure_while_tracing_is_named_with_its_module(tmp_path):
     network = ExportedNetwork(_DataDependentDetector(), part='backbone')
     with pytest.raises(ExportError, match=r'failed in neck \(_DataDependentNeck\)'):
         export_onnx(network, (torch.randn(3, 8), ), str(tmp_path / 'x.onnx'), exporter='dynamo')
+
+
+@needs_onnx
+def test_benchmark_prints_both_runtimes_and_the_ratio(capsys):
+    """tools/analysis/benchmark_onnx.py on the toy PVT RetinaNet, one repeat."""
+    import importlib.util as util
+    spec = util.spec_from_file_location(
+        'benchmark_onnx', osp.join(REPO, 'tools', 'analysis', 'benchmark_onnx.py'))
+    tool = util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py'), '--shape', '64', '64',
+               '--repeats', '1'])
+    out = capsys.readouterr().out
+    assert 'PyTorch (ours)' in out and 'ONNX Runtime' in out
+    assert 'x the speed of PyTorch' in out

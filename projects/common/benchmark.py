@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-__all__ = ['measure', 'measure_interleaved']
+__all__ = ['measure', 'measure_interleaved', 'format_mib']
 
 _STATUS = '/proc/self/status'
 _CLEAR_REFS = '/proc/self/clear_refs'
@@ -72,6 +72,12 @@ def measure_interleaved(fns: Dict[str, Callable[[], Any]], repeats: int = 5, war
     return {name: (statistics.median(s for s, _ in runs),
                    None if any(p is None for _, p in runs) else max(p for _, p in runs))
             for name, runs in samples.items()}
+
+
+def format_mib(num_bytes: Optional[int], decimals: int = 0) -> str:
+    """``num_bytes`` as '12 MiB' (``decimals`` after the point), or 'n/a' where the platform could
+    not measure it."""
+    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.{decimals}f} MiB'
 
 
 def _synchronize(device: torch.device) -> None:

@@ -15,7 +15,7 @@ import os
 import os.path as osp
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from mmdet.registry import MODELS
@@ -24,7 +24,7 @@ from torch import nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from projects.common.benchmark import measure_interleaved  # noqa: E402
+from projects.common.benchmark import format_mib, measure_interleaved  # noqa: E402
 from projects.common.pretrained import Converter  # noqa: E402
 from projects.pvt import convert_pvt_checkpoint  # noqa: E402  (registers our backbones)
 from projects.swin import convert_swin_checkpoint  # noqa: E402
@@ -77,11 +77,6 @@ def max_difference(ours: List[torch.Tensor], reference: List[torch.Tensor]) -> f
     return max((o - r).abs().max().item() for o, r in zip(ours, reference))
 
 
-def format_bytes(size: Optional[int]) -> str:
-    """``size`` in MiB, or n/a where the platform could not measure it."""
-    return 'n/a' if size is None else f'{size / 2**20:.1f} MiB'
-
-
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages of the machine."""
     return ' '.join(f'{load:.2f}' for load in os.getloadavg())
@@ -129,7 +124,7 @@ def main() -> None:
                                    'ours': forward_fn(ours, images)}, args.repeats, args.warmup)
     for name, model in (('reference', reference), ('ours', ours)):
         seconds, peak = results[name]
-        print(f'{name:>9}: {seconds:8.3f} s/forward  {format_bytes(peak):>12} peak  '
+        print(f'{name:>9}: {seconds:8.3f} s/forward  {format_mib(peak, 1):>12} peak  '
               f'({type(model).__name__})')
     (ref_s, ref_peak), (our_s, our_peak) = results['reference'], results['ours']
     memory = f'{ref_peak / our_peak:.2f}x' if ref_peak and our_peak else 'n/a'

@@ -26,7 +26,7 @@ from mmengine.logging import MMLogger  # noqa: E402
 from projects.bevformer import BEVFormerEncoder  # noqa: E402
 from projects.bevformer.geometry import project_to_cameras  # noqa: E402
 from projects.bevformer.rig import nuscenes_rig_lidar2img  # noqa: E402
-from projects.common.benchmark import measure_interleaved  # noqa: E402
+from projects.common.benchmark import format_mib, measure_interleaved  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENCODERS = os.path.join(REPO, 'configs', '_base_', 'bev_encoders.py')
@@ -125,10 +125,6 @@ def part_calls(encoder: BEVFormerEncoder, inputs: dict, part: str) -> Callable[[
     return forward_backward
 
 
-def _mib(num_bytes) -> str:
-    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:8.1f}'
-
-
 def compare_ops(size: str, repeats: int, backward: bool) -> None:
     encoders = build_encoders(size)
     inputs = make_inputs(size, encoders['fast'])
@@ -139,15 +135,15 @@ def compare_ops(size: str, repeats: int, backward: bool) -> None:
     print(f'\n== BEVFormer-{size}: BEV {encoder.bev_h}x{encoder.bev_w}, {len(encoder.layers)} '
           f'layers, image {SIZES[size][1][1]}x{SIZES[size][1][0]}, feature levels '
           f'{[tuple(f.shape[-2:]) for f in inputs["img_feats"]]}, batch 1, 6 cameras')
-    print(f'{"part":<20} {"ours ms":>9} {"mmcv ms":>9} {"speedup":>8} {"ours MiB":>9} '
-          f'{"mmcv MiB":>9} {"memory":>7}')
+    print(f'{"part":<20} {"ours ms":>9} {"mmcv ms":>9} {"speedup":>8} {"ours peak":>12} '
+          f'{"mmcv peak":>12} {"memory":>7}')
     for part in parts:
         calls = {op: part_calls(encoders[op], inputs, part) for op in OPS}
         result = measure_interleaved(calls, repeats=repeats, warmup=1)
         (ours_s, ours_b), (ref_s, ref_b) = result['fast'], result['mmcv_pytorch']
         memory = 'n/a' if not ours_b or ref_b is None else f'{ours_b / ref_b:6.2f}x'
         print(f'{part:<20} {ours_s * 1e3:9.1f} {ref_s * 1e3:9.1f} {ref_s / ours_s:7.2f}x '
-              f'{_mib(ours_b)} {_mib(ref_b)} {memory:>7}')
+              f'{format_mib(ours_b, 1):>12} {format_mib(ref_b, 1):>12} {memory:>7}')
 
 
 def visible_query_scaling(size: str, repeats: int) -> None:

@@ -30,7 +30,7 @@ from mmengine.structures import InstanceData  # noqa: E402
 import projects  # noqa: E402,F401
 from projects.bevformer.rig import nuscenes_rig_lidar2img  # noqa: E402
 from projects.datasets.can_bus import frame_can_bus  # noqa: E402
-from projects.common.benchmark import measure  # noqa: E402
+from projects.common.benchmark import format_mib, measure  # noqa: E402
 
 # image (H, W) the published configs feed the network, by their resize scale of 1600x900
 DEFAULT_IMAGE_SIZE = (450, 800)
@@ -81,10 +81,6 @@ def make_batch(image_hw: Tuple[int, int], num_frames: int, batch_size: int,
     return dict(inputs=dict(imgs=imgs), data_samples=samples)
 
 
-def _mib(num_bytes) -> str:
-    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.0f} MiB'
-
-
 def benchmark_inference(model, image_hw, repeats: int) -> None:
     batch = make_batch(image_hw, num_frames=1, batch_size=1, with_gt=False)
     metas = [s.metainfo for s in batch['data_samples']]
@@ -103,7 +99,7 @@ def benchmark_inference(model, image_hw, repeats: int) -> None:
         print(f'{"inference (batch 1, 6 cameras)":<30} {"ms":>9} {"peak memory":>12}')
         for name, call in parts.items():
             seconds, peak = measure(call, repeats=repeats, warmup=1)
-            print(f'{name:<30} {seconds * 1e3:9.1f} {_mib(peak):>12}')
+            print(f'{name:<30} {seconds * 1e3:9.1f} {format_mib(peak):>12}')
 
 
 def benchmark_training(model, cfg: Config, image_hw, batch_size, repeats: int) -> None:
@@ -122,7 +118,7 @@ def benchmark_training(model, cfg: Config, image_hw, batch_size, repeats: int) -
 
     seconds, peak = measure(step, repeats=repeats, warmup=1)
     print(f'training step (batch {batch_size}, queue {num_frames}, 6 cameras, '
-          f'{image_hw[1]}x{image_hw[0]}): {seconds * 1e3:.0f} ms, peak memory {_mib(peak)}')
+          f'{image_hw[1]}x{image_hw[0]}): {seconds * 1e3:.0f} ms, peak memory {format_mib(peak)}')
 
 
 def main(argv=None) -> None:

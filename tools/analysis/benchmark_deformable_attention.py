@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-from projects.common.benchmark import measure  # noqa: E402
+from projects.common.benchmark import format_mib, measure  # noqa: E402
 from projects.deformable_attention import (SAMPLING_OPS,  # noqa: E402
                                            multi_scale_deformable_attention)
 
@@ -169,7 +169,7 @@ def benchmark(impls: Dict[str, Callable], inputs: Dict[str, torch.Tensor], repea
                 seconds, peak = measure(call, repeats=1, warmup=0, device=device)
                 samples[name].append((seconds, peak))
                 print(f'[{step}] round {round_index + 1}/{repeats} {name}: {seconds * 1e3:.2f} ms, '
-                      f'peak {_mib(peak)}', flush=True)
+                      f'peak {format_mib(peak)}', flush=True)
         for name, runs in samples.items():
             peaks = [peak for _, peak in runs if peak is not None]
             seconds = statistics.median(seconds for seconds, _ in runs)
@@ -187,17 +187,13 @@ def print_table(results: Dict[Tuple[str, str], Tuple[float, int]], names: List[s
     print(header)
     for step in ('forward', 'forward+backward'):
         for column, label, fmt in ((0, 'time (ms)', lambda seconds: f'{seconds * 1e3:.2f}'),
-                                   (1, 'peak memory (MiB)', _mib)):
+                                   (1, 'peak memory', format_mib)):
             row = f'{step + " " + label:<36}' + ''.join(
                 f'{fmt(results[name, step][column]):>14}' for name in names)
             if reference:
                 ours, theirs = results['ours', step][column], results[reference, step][column]
                 row += f'{ours / theirs:>22.2f}' if ours is not None and theirs else f'{"n/a":>22}'
             print(row)
-
-
-def _mib(num_bytes) -> str:
-    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.0f}'
 
 
 def max_abs_difference(impls: Dict[str, Callable], inputs: Dict[str, torch.Tensor],

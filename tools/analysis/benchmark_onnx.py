@@ -23,8 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from mmengine.config import Config  # noqa: E402
 
 import projects  # noqa: E402,F401
-from projects.common.benchmark import measure_interleaved  # noqa: E402
-from projects.deploy.onnx_export import export_onnx, exported_network, verify_onnx  # noqa: E402
+from projects.common.benchmark import format_mib, measure_interleaved  # noqa: E402
+from projects.deploy.onnx_export import (PARTS, export_onnx, exported_network,  # noqa: E402
+                                         verify_onnx)
 from projects.deploy.onnx_runtime import OnnxRuntimeNetwork  # noqa: E402
 
 
@@ -33,14 +34,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default: the test pipeline\'s)')
+    parser.add_argument('--part', choices=PARTS, default='detector',
+                        help='the network up to the raw head outputs, or backbone and neck')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, default=None,
                         help='threads for both (default: torch\'s)')
     return parser.parse_args(argv)
-
-
-def _mib(num_bytes) -> str:
-    return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.0f} MiB'
 
 
 def main(argv=None) -> None:
@@ -51,7 +50,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         onnx_file = os.path.join(folder, 'model.onnx')
         network, inputs = exported_network(config,
-                                           input_hw=tuple(args.shape) if args.shape else None)
+                                           input_hw=tuple(args.shape) if args.shape else None,
+                                           part=args.part)
         reference = export_onnx(network, inputs, onnx_file)
         named = dict(zip(network.input_names, inputs))
         difference = verify_onnx(onnx_file, named, reference)
@@ -63,12 +63,12 @@ def main(argv=None) -> None:
                 'ONNX Runtime': lambda: session.run_named(arrays),
             }, repeats=args.repeats, warmup=1)
     shape = 'x'.join(str(size) for size in inputs[0].shape)
-    print(f'{args.config}: input {shape}, torch {torch.__version__}, '
+    print(f'{args.config} ({args.part}): input {shape}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, CPU; ONNX Runtime vs PyTorch max abs difference '
           f'{difference:.2g}')
     print(f'{"":<16} {"ms (median)":>12} {"peak memory":>12}')
     for name, (seconds, peak) in results.items():
-        print(f'{name:<16} {seconds * 1e3:12.1f} {_mib(peak):>12}')
+        print(f'{name:<16} {seconds * 1e3:12.1f} {format_mib(peak):>12}')
     (torch_s, torch_peak), (ort_s, ort_peak) = results.values()
     memory = (f', peak memory {ort_peak / torch_peak:.2f}x PyTorch\'s'
               if torch_peak and ort_peak is not None else '')
