@@ -21,8 +21,8 @@ additive mask (without autograd on CPU: batched products per head, :func:`window
 attention and MLP run in chunks of tokens (:data:`CHUNK_ROWS`), and without autograd their
 products run in oneDNN (:func:`linear`). While the model is traced for ONNX
 (:func:`projects.common.export.is_exporting`), every block takes the plain formulation of each of
-these: ``F.linear``, ``scaled_dot_product_attention``, one chunk, the index plan computed in the
-graph and plain gathers.
+these: ``F.linear``, the attention products written out, one chunk, the index plan computed in
+the graph and plain gathers.
 """
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
