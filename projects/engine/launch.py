@@ -20,11 +20,13 @@ importable and tested. Differences from mmdet's own tools:
 import argparse
 import contextlib
 import glob
+import itertools
 import json
 import logging
 import os
 import os.path as osp
 import re
+import time
 from typing import List, Optional
 
 import torch
@@ -230,7 +232,20 @@ def latest_complete_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
+_RUNNERS_BUILT = itertools.count()
+
+
 def build_runner(cfg: Config) -> Runner:
+    """mmengine's runner for ``cfg``, with an experiment name of its own in this process.
+
+    mmengine names the runner's logger and visualizer instances after the experiment (config name
+    and start time to the second): a second runner of the same config in one process within that
+    second (tests, train-then-test) would get the first one's instances, and mmdet's
+    visualization hook, which takes the latest created visualizer, another runner's.
+    """
+    if cfg.get('experiment_name') is None:
+        stem = osp.splitext(osp.basename(cfg.filename or 'config'))[0]
+        cfg.experiment_name = f'{stem}_{time.strftime("%Y%m%d_%H%M%S")}_{next(_RUNNERS_BUILT)}'
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
