@@ -30,16 +30,12 @@ def export_parser() -> argparse.ArgumentParser:
                         help='run the file in ONNX Runtime and compare with PyTorch')
     parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
                         help='largest allowed difference, relative to the output scale')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value pairs')
-    return parser
+    return _with_cfg_options(parser)
 
 
 def export_main(argv: Optional[List[str]] = None) -> None:
     args = export_parser().parse_args(argv)
-    config = Config.fromfile(args.config)
-    if args.cfg_options:
-        config.merge_from_dict(args.cfg_options)
+    config = _load_config(args)
     try:
         difference = export_detector(config, args.out, args.checkpoint,
                                      tuple(args.shape) if args.shape else None, args.part,
@@ -59,17 +55,27 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument('onnx_file', help='the .onnx file (exported with --part detector)')
     parser.add_argument('--out', help='write the metrics to this JSON file')
     parser.add_argument('--threads', type=int, help='ONNX Runtime intra-op threads')
+    return _with_cfg_options(parser)
+
+
+def _with_cfg_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     return parser
 
 
-def test_main(argv: Optional[List[str]] = None) -> dict:
-    from .onnx_runtime import evaluate_onnx
-    args = test_parser().parse_args(argv)
+def _load_config(args: argparse.Namespace) -> Config:
+    """The config file with the --cfg-options applied."""
     config = Config.fromfile(args.config)
     if args.cfg_options:
         config.merge_from_dict(args.cfg_options)
+    return config
+
+
+def test_main(argv: Optional[List[str]] = None) -> dict:
+    from .onnx_runtime import evaluate_onnx
+    args = test_parser().parse_args(argv)
+    config = _load_config(args)
     metrics = evaluate_onnx(config, args.onnx_file, args.threads)
     print_log(f'metrics: {json.dumps(metrics)}', logger='current')
     if args.out:

@@ -26,7 +26,6 @@ import logging
 import os
 import os.path as osp
 import re
-import time
 from typing import List, Optional
 
 import torch
@@ -236,16 +235,17 @@ _RUNNERS_BUILT = itertools.count()
 
 
 def build_runner(cfg: Config) -> Runner:
-    """mmengine's runner for ``cfg``, with an experiment name of its own in this process.
+    """mmengine's runner for ``cfg``, with a visualizer of its own.
 
-    mmengine names the runner's logger and visualizer instances after the experiment (config name
-    and start time to the second): a second runner of the same config in one process within that
-    second (tests, train-then-test) would get the first one's instances, and mmdet's
-    visualization hook, which takes the latest created visualizer, another runner's.
+    mmengine keeps visualizers as named singletons, and mmdet's runtime config names its one
+    'visualizer': a second runner in the same process gets the first runner's instance back,
+    without making it the current one, while mmdet's visualization hook takes the most recently
+    created visualizer, which may then be another runner's (a BEV runner's plain ``Visualizer``
+    in the test suite: ``add_datasample() got an unexpected keyword argument``).
     """
-    if cfg.get('experiment_name') is None:
-        stem = osp.splitext(osp.basename(cfg.filename or 'config'))[0]
-        cfg.experiment_name = f'{stem}_{time.strftime("%Y%m%d_%H%M%S")}_{next(_RUNNERS_BUILT)}'
+    if cfg.get('visualizer') is not None:
+        name = cfg.visualizer.get('name', 'visualizer')
+        cfg.visualizer.name = f'{name}_{next(_RUNNERS_BUILT)}'
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
