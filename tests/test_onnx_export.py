@@ -108,10 +108,10 @@ def test_pvt_exports_with_free_height_and_width(tmp_path):
                      input_hw=(96, 128), dynamic=True)
     network = OnnxRuntimeNetwork(out)
     assert all(isinstance(size, str) for size in network.input_shapes[0][2:])
-    from mmdet.apis import init_detector
+    from projects.deploy.onnx_runtime import build_detector
     torch.manual_seed(0)  # the weights export_detector exported
-    detector = init_detector(Config.fromfile(osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py')),
-                             None, device='cpu')
+    detector = build_detector(
+        Config.fromfile(osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py')))
     images = torch.randn(1, 3, 160, 96)
     with torch.no_grad():
         expected = ExportedNetwork(detector).eval()(images)
@@ -129,20 +129,92 @@ def test_another_size_than_exported_is_refused_before_inference(tmp_path):
         OnnxRuntimeNetwork(out).run(np.zeros((1, 3, 64, 96), np.float32))
 
 
-@needs_onnx
-def test_two_stage_detector_names_what_cannot_export_and_its_backbone_exports(tmp_path):
-    from projects.deploy.onnx_export import ExportError
-    config = osp.join(REPO, 'configs', 'swin', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
-    options = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1])
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.update(options)
+def _small_mask_rcnn(tmp_path, bbox_roi_layer=None) -> str:
+    """Our Swin-T Mask R-CNN config with a one-block-per-stage Swin of 16 channels and 3
+    classes (random weights then score above the 0.05 threshold), optionally another RoI layer
+    for the box branch."""
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'swin', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'))
+    cfg.model.backbone.update(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1])
     cfg.model.neck.in_channels = [16, 32, 64, 128]
+    cfg.model.roi_head.bbox_head.num_classes = 3
+    cfg.model.roi_head.mask_head.num_classes = 3
+    if bbox_roi_layer:
+        cfg.model.roi_head.bbox_roi_extractor.roi_layer = bbox_roi_layer
     cfg.dump(str(tmp_path / 'small.py'))
-    with pytest.raises(ExportError, match='two-stage detector.*RPNHead.*--part backbone'):
-        _export(tmp_path, str(tmp_path / 'small.py'), input_hw=(64, 96))
-    _, difference = _export(tmp_path, str(tmp_path / 'small.py'), input_hw=(64, 96),
-                            part='backbone')
+    return str(tmp_path / 'small.py')
+
+
+def test_pooled_roi_features_are_mmdets_extractor():
+    """Every level pooled and the chosen one kept (export path) = mmdet's SingleRoIExtractor
+    indexing each level's RoIs, for RoIs of every level, outside the image and degenerate."""
+    from mmdet.models.roi_heads import SingleRoIExtractor
+
+    from projects.deploy.two_stage_onnx import pooled_roi_features
+    extractor = SingleRoIExtractor(
+        roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+        out_channels=8, featmap_strides=[4, 8, 16, 32])
+    generator = torch.Generator().manual_seed(0)
+    features = tuple(torch.randn(2, 8, 256 // s, 320 // s, generator=generator)
+                     for s in (4, 8, 16, 32))
+    size = 4 * 2 ** (8 * torch.rand(40, 2, generator=generator))  # 4 to 1024 px
+    corner = torch.rand(40, 2, generator=generator) * 400 - 40
+    rois = torch.cat([torch.randint(0, 2, (40, 1), generator=generator).float(), corner,
+                      corner + size], 1)
+    rois[0, 3:] = rois[0, 1:3]  # empty RoI
+    levels = extractor.map_roi_levels(rois, 4)
+    assert set(levels.tolist()) == {0, 1, 2, 3}
+    torch.testing.assert_close(pooled_roi_features(extractor, features, rois),
+                               extractor(features, rois), atol=1e-6, rtol=1e-6)
+
+
+@needs_onnx
+def test_mask_rcnn_exports_as_three_stages_and_predicts_what_pytorch_does(tmp_path):
+    """A small Swin Mask R-CNN, random weights: the main file and both RoI stages match PyTorch
+    (--verify, RoIs of every FPN level), and through ONNX Runtime with mmdet's NMS between the
+    stages (another number of RoIs than exported) the detections and masks are PyTorch's."""
+    from mmdet.structures import DetDataSample
+
+    from projects.deploy.onnx_runtime import build_detector
+    from projects.deploy.two_stage_onnx import OnnxRuntimeTwoStageDetector
+    config = Config.fromfile(_small_mask_rcnn(tmp_path))
+    out, difference = _export(tmp_path, config.filename, input_hw=(96, 128))
     assert difference <= 1e-4
+    assert osp.exists(tmp_path / 'model.bbox_roi.onnx') and osp.exists(
+        tmp_path / 'model.mask_roi.onnx')
+
+    image = torch.randint(0, 256, (3, 96, 128), generator=torch.Generator().manual_seed(1),
+                          dtype=torch.uint8)
+    meta = dict(img_shape=(96, 128), ori_shape=(192, 256), scale_factor=(0.5, 0.5))
+
+    def batch():
+        return dict(inputs=[image.clone()], data_samples=[DetDataSample(metainfo=meta)])
+
+    torch.manual_seed(0)  # the weights export_detector exported
+    detector = build_detector(config)
+    with torch.no_grad():
+        expected = detector.test_step(batch())[0].pred_instances
+    ours = OnnxRuntimeTwoStageDetector(out, build_detector(config)).predict(
+        batch())[0].pred_instances
+    assert len(expected) == len(ours) > 10
+    torch.testing.assert_close(ours.scores, expected.scores, atol=1e-4, rtol=0)
+    assert torch.equal(ours.labels, expected.labels)
+    torch.testing.assert_close(ours.bboxes, expected.bboxes, atol=1e-3, rtol=0)
+    assert (ours.masks != expected.masks).float().mean() < 1e-4  # pixels at logit ~0 may flip
+
+
+@needs_onnx
+def test_two_stage_parts_that_cannot_export_are_named_and_the_backbone_exports(tmp_path):
+    from projects.deploy.onnx_export import ExportError
+    from projects.deploy.two_stage_onnx import OnnxRuntimeTwoStageDetector
+    config = _small_mask_rcnn(tmp_path, dict(type='RoIPool', output_size=7))
+    with pytest.raises(ExportError, match=r'roi_head.bbox_roi_extractor \(SingleRoIExtractor '
+                       r'with RoIPool\) is not .* --part backbone'):
+        _export(tmp_path, config, input_hw=(64, 96))
+    out, difference = _export(tmp_path, config, input_hw=(64, 96), part='backbone')
+    assert difference <= 1e-4
+    with pytest.raises(ValueError, match='holds no two-stage detector network'):
+        OnnxRuntimeTwoStageDetector(out, None)
 
 
 class _OneDNNNeck(nn.Module):

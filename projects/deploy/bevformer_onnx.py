@@ -66,6 +66,13 @@ class ExportedBEVFormer(nn.Module):
         flat, self.output_spec = pytree.tree_flatten(self.detector.bbox_head(bev, bev_hw))
         return (bev, *flat)
 
+    def dynamic_shapes(self, dynamic: bool) -> None:
+        """All sizes fixed (the image size is fixed at export; the dynamo exporter only)."""
+        if dynamic:
+            raise ValueError('BEVFormer exports for one image size (the encoder needs its '
+                             'level sizes as Python ints): export one file per size')
+        return None
+
     def example_inputs(self, input_hw: Tuple[int, int],
                        generator: torch.Generator) -> Tuple[Tensor, ...]:
         """Random images on the real nuScenes rig (``projects.bevformer.rig``), a random previous

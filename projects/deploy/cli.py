@@ -43,7 +43,6 @@ def export_main(argv: Optional[List[str]] = None) -> None:
                                      args.tolerance)
     except ExportError as error:
         raise SystemExit(f'export_onnx: {error}') from None
-    print_log(f'wrote {args.out}', logger='current')
     if difference is not None:
         print_log(f'ONNX Runtime vs PyTorch: max abs difference {difference:.3g}',
                   logger='current')

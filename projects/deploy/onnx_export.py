@@ -4,8 +4,8 @@ What is exported is the network up to its raw head outputs, as mmdet's own ``_fo
 (``ExportedNetwork``): a one-stage detector's per-level class scores and box deltas, a DETR's
 per-layer class scores and boxes. Box decoding, score thresholds and NMS stay in Python, in the
 head's own ``predict_by_feat`` (:mod:`projects.deploy.onnx_runtime`), so the exported model gives
-mmdet's predictions. A two-stage detector's proposal step (NMS) and mmcv's RoIAlign have no ONNX
-function: for those, ``part='backbone'`` exports the backbone and neck.
+mmdet's predictions. A two-stage detector exports as three files with mmdet's NMS between them
+(:mod:`projects.deploy.two_stage_onnx`). ``part='backbone'`` exports the backbone and neck.
 
 Exporters: torch's ``dynamo=True`` exporter (``torch.export``) by default. mmdet's DETR family
 computes with its feature shapes as tensors (``torch._shape_as_tensor``, ``linspace`` over a
@@ -18,6 +18,7 @@ Our modules switch to their exportable formulation while traced (:mod:`projects.
 """
 import contextlib
 import importlib.util
+import os.path as osp
 import re
 import warnings
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -25,6 +26,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmdet.models.detectors import DetectionTransformer, TwoStageDetector
 from mmdet.structures import DetDataSample
 from torch import Tensor, nn
@@ -32,6 +34,7 @@ from torch.utils import _pytree as pytree
 
 from ..common.export import export_mode
 from .onnx_runtime import OnnxRuntimeNetwork, build_detector, graph_metadata
+from .two_stage_onnx import CUSTOM_TRANSLATIONS, ExportedRoIStage, check_roi_head, stage_file
 
 __all__ = ['ExportError', 'ExportedNetwork', 'EXPORTERS', 'PARTS', 'default_exporter',
            'export_detector', 'exported_network', 'export_onnx', 'verify_onnx', 'require_onnx',
@@ -71,12 +74,9 @@ class ExportedNetwork(nn.Module):
         super().__init__()
         if part not in PARTS:
             raise ValueError(f'part must be one of {PARTS}, got {part!r}')
-        if part == 'detector' and isinstance(detector, TwoStageDetector):
-            raise ExportError(
-                f'{type(detector).__name__} is a two-stage detector: its proposal step (NMS in '
-                f'{type(detector.rpn_head).__name__}.predict_by_feat) and mmcv\'s RoIAlign in '
-                f'{type(detector.roi_head).__name__} have no ONNX function; export the backbone '
-                'and neck with --part backbone')
+        self.two_stage = part == 'detector' and isinstance(detector, TwoStageDetector)
+        if self.two_stage:
+            check_roi_head(detector)
         self.detector = detector
         self.part = part
         self.output_spec: Optional[pytree.TreeSpec] = None
@@ -88,9 +88,24 @@ class ExportedNetwork(nn.Module):
         """Random normalised images (1, 3, H, W)."""
         return (torch.randn(1, 3, *input_hw, generator=generator), )
 
+    def dynamic_shapes(self, dynamic: bool) -> Optional[Tuple[dict]]:
+        """``torch.export``'s dynamic shapes: height and width free with ``dynamic``."""
+        free = torch.export.Dim.DYNAMIC
+        return ({2: free, 3: free}, ) if dynamic else None
+
+    @property
+    def roi_branches(self) -> List[str]:
+        """The RoI stages exported as files of their own (a two-stage detector's)."""
+        if not self.two_stage:
+            return []
+        return ['bbox'] + ['mask'] * bool(self.detector.roi_head.with_mask)
+
     def forward(self, inputs: Tensor) -> Tuple[Tensor, ...]:
         if self.part == 'backbone':
             outputs = self.detector.extract_feat(inputs)
+        elif self.two_stage:  # the features (for the RoI stages) and the RPN's raw outputs
+            features = self.detector.extract_feat(inputs)
+            outputs = (features, self.detector.rpn_head(features))
         else:
             outputs = self.detector._forward(inputs, self.data_samples(inputs))
         flat, self.output_spec = pytree.tree_flatten(outputs)
@@ -138,12 +153,11 @@ def export_onnx(network: nn.Module, inputs: Tuple[Tensor, ...], out_file: str,
         with torch.no_grad(), export_mode(), tracker:
             if exporter == 'dynamo':
                 # free height and width, with the ranges and guards the model's code implies
-                free = torch.export.Dim.DYNAMIC
-                shapes = ({2: free, 3: free}, ) if dynamic else None
-                program = torch.export.export(network, inputs, dynamic_shapes=shapes,
-                                              strict=False)
+                program = torch.export.export(network, inputs, strict=False,
+                                              dynamic_shapes=network.dynamic_shapes(dynamic))
                 torch.onnx.export(program, dynamo=True, opset_version=opset,
-                                  input_names=network.input_names, verbose=False).save(out_file)
+                                  input_names=network.input_names, verbose=False,
+                                  custom_translation_table=CUSTOM_TRANSLATIONS).save(out_file)
             else:
                 with _quiet_torchscript_warnings():
                     torch.onnx.export(network, inputs, out_file, dynamo=False,
@@ -197,15 +211,35 @@ def export_detector(config: Config, out_file: str, checkpoint: Optional[str] = N
                     dynamic: bool = False, verify: bool = False,
                     tolerance: float = DEFAULT_TOLERANCE) -> Optional[float]:
     """Exports ``part`` of the detector of ``config`` (:func:`exported_network`) to ``out_file``
-    with the metadata ``OnnxRuntimeDetector`` reads, and with ``verify`` runs the file in ONNX
-    Runtime on the same random inputs: returns the largest absolute difference from PyTorch
+    with the metadata ``OnnxRuntimeDetector`` reads (a two-stage detector: also its RoI stages,
+    :func:`~projects.deploy.two_stage_onnx.stage_file`), and with ``verify`` runs each file in
+    ONNX Runtime on the same random inputs: returns the largest absolute difference from PyTorch
     (ValueError past the tolerance), else None."""
     network, inputs = exported_network(config, checkpoint, input_hw, part)
-    reference = export_onnx(network, inputs, out_file, exporter, opset, dynamic)
-    _write_metadata(out_file, graph_metadata(config.filename, part, network.output_spec))
-    if not verify:
-        return None
-    return verify_onnx(out_file, dict(zip(network.input_names, inputs)), reference, tolerance)
+    stages = {branch: stage_file(out_file, branch)
+              for branch in getattr(network, 'roi_branches', [])}
+    graphs = [(out_file, network, inputs, exporter, part)]
+    if stages:  # a two-stage detector's RoI stages, on its features of the same images
+        with torch.no_grad():
+            features = network.detector.extract_feat(*inputs)
+        generator = torch.Generator().manual_seed(0)
+        for branch, path in stages.items():
+            stage = ExportedRoIStage(network.detector, branch).eval()
+            stage_inputs = stage.example_inputs(features, inputs[0].shape[-2:], generator)
+            graphs.append((path, stage, stage_inputs, 'dynamo', f'{branch}_roi'))
+    worst = None
+    for path, graph, graph_inputs, graph_exporter, graph_part in graphs:
+        reference = export_onnx(graph, graph_inputs, path, graph_exporter, opset, dynamic)
+        _write_metadata(path, graph_metadata(
+            config.filename, graph_part, graph.output_spec,
+            {branch: osp.basename(name) for branch, name in stages.items()}
+            if graph is network else None))
+        print_log(f'wrote {path} ({graph_part})', logger='current')
+        if verify:
+            difference = verify_onnx(path, dict(zip(graph.input_names, graph_inputs)),
+                                     reference, tolerance)
+            worst = max(worst or 0.0, difference)
+    return worst
 
 
 def exported_network(config: Config, checkpoint: Optional[str] = None,

@@ -5,17 +5,19 @@ size refuses others by name). ``OnnxRuntimeDetector`` is the whole detector arou
 data preprocessor before, the head's own ``predict_by_feat`` after (decoding, thresholds, NMS), so
 its ``DetDataSample`` predictions are those of ``tools/test.py`` up to the graph's rounding.
 ``evaluate_onnx`` runs a config's test set and metric on it (BEVFormer: ``OnnxRuntimeBEVFormer``
-of :mod:`projects.deploy.bevformer_onnx`).
+of :mod:`projects.deploy.bevformer_onnx`; two-stage detectors: ``OnnxRuntimeTwoStageDetector`` of
+:mod:`projects.deploy.two_stage_onnx`).
 """
 import copy
 import json
+import logging
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger, print_log
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from mmdet.structures import DetDataSample
@@ -118,17 +120,48 @@ class OnnxRuntimeDetector:
 
 def build_detector(config: Config, checkpoint: Optional[str] = None) -> nn.Module:
     """The config's detector (mmdet's or, for an mmdet3d-scoped config, mmdet3d's registry) on
-    the CPU in eval mode, with ``checkpoint``'s weights (else as built: no pretrained file is
-    read)."""
+    the CPU in eval mode, with ``checkpoint``'s weights, else initialised as for training from
+    scratch (``init_weights``; the pretrained files the config names are not read). Without
+    ``init_weights`` some parameters would hold uninitialised memory (mmdet's DETR
+    ``level_embed``), sometimes non-finite."""
     scope = config.get('default_scope', 'mmdet')
     if scope == 'mmdet3d':
         from projects.common.requirements import require_mmdet3d
         require_mmdet3d('exporting an mmdet3d config')
     init_default_scope(scope)
-    detector = MODELS.build(copy.deepcopy(config.model))
-    if checkpoint is not None:
+    model = copy.deepcopy(config.model)
+    if checkpoint is None:
+        model = _without_pretrained(model)
+    detector = MODELS.build(model)
+    if checkpoint is None:
+        logger = MMLogger.get_current_instance()  # init_weights logs every tensor at INFO
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            detector.init_weights()
+        finally:
+            logger.setLevel(level)
+    else:
         load_checkpoint(detector, checkpoint, map_location='cpu')
     return detector.eval()
+
+
+def _without_pretrained(cfg):
+    """``cfg`` (nested dicts and lists) without ``pretrained`` file names and ``Pretrained``
+    init_cfgs."""
+    if isinstance(cfg, list):
+        return [_without_pretrained(item) for item in cfg
+                if not (isinstance(item, dict) and item.get('type') == 'Pretrained')]
+    if not isinstance(cfg, dict):
+        return cfg
+    kept = {}
+    for key, value in cfg.items():
+        if key == 'pretrained' and isinstance(value, str):
+            continue
+        if key == 'init_cfg' and isinstance(value, dict) and value.get('type') == 'Pretrained':
+            continue
+        kept[key] = _without_pretrained(value)
+    return type(cfg)(kept)
 
 
 def evaluate_onnx(config: Config, onnx_file: str, num_threads: Optional[int] = None,
@@ -139,6 +172,9 @@ def evaluate_onnx(config: Config, onnx_file: str, num_threads: Optional[int] = N
     if type(detector).__name__ == 'BEVFormerDetector':
         from .bevformer_onnx import OnnxRuntimeBEVFormer
         runtime = OnnxRuntimeBEVFormer(onnx_file, detector, num_threads)
+    elif hasattr(detector, 'roi_head'):
+        from .two_stage_onnx import OnnxRuntimeTwoStageDetector
+        runtime = OnnxRuntimeTwoStageDetector(onnx_file, detector, num_threads)
     else:
         runtime = OnnxRuntimeDetector(onnx_file, detector, num_threads)
     dataloader = Runner.build_dataloader(config.test_dataloader)
@@ -151,7 +187,11 @@ def evaluate_onnx(config: Config, onnx_file: str, num_threads: Optional[int] = N
     return evaluator.evaluate(len(dataloader.dataset))
 
 
-def graph_metadata(config_file: str, part: str, output_spec: pytree.TreeSpec) -> Dict[str, str]:
-    """The metadata entry ``onnx_export`` writes into a file (see :data:`METADATA_KEY`)."""
-    return {METADATA_KEY: json.dumps(dict(config=config_file, part=part,
-                                          output_spec=pytree.treespec_dumps(output_spec)))}
+def graph_metadata(config_file: str, part: str, output_spec: pytree.TreeSpec,
+                   stages: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The metadata entry ``onnx_export`` writes into a file (see :data:`METADATA_KEY`);
+    ``stages``: a two-stage detector's RoI stage files by branch, beside this one."""
+    entry = dict(config=config_file, part=part, output_spec=pytree.treespec_dumps(output_spec))
+    if stages:
+        entry['stages'] = stages
+    return {METADATA_KEY: json.dumps(entry)}

@@ -2,7 +2,8 @@
 in one process (the same part, the same random inputs and weights, the same threads, CPU).
 
 The part is what ``tools/deployment/export_onnx.py`` exports: a detector up to its raw head
-outputs, or one BEVFormer frame (backbone, encoder with a previous BEV, head). The file is
+outputs (a two-stage detector: its first file, up to the RPN's outputs), or one BEVFormer frame
+(backbone, encoder with a previous BEV, head). The file is
 exported and checked against PyTorch first. ONNX Runtime runs without its memory arena, so that
 both return their memory after each call and the peaks compare.
 
@@ -63,7 +64,10 @@ def main(argv=None) -> None:
                 'ONNX Runtime': lambda: session.run_named(arrays),
             }, repeats=args.repeats, warmup=1)
     shape = 'x'.join(str(size) for size in inputs[0].shape)
-    print(f'{args.config} ({args.part}): input {shape}, torch {torch.__version__}, '
+    part = args.part
+    if getattr(network, 'roi_branches', None):  # the RoI stages' input is NMS output
+        part += ': a two-stage detector\'s first file (backbone, neck, RPN head)'
+    print(f'{args.config} ({part}): input {shape}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, CPU; ONNX Runtime vs PyTorch max abs difference '
           f'{difference:.2g}')
     print(f'{"":<16} {"ms (median)":>12} {"peak memory":>12}')
