@@ -1,4 +1,5 @@
-"""Installs the importable package ``projects``: transformer plugins for MMDetection 3.x / MMDetection3D 1.x.
+"""Installs the importable package ``projects``: transformer plugins for MMDetection 3.x /
+MMDetection3D 1.x.
 
 Use ``bash tools/install.sh`` on a fresh machine: it builds mmcv 2.1.0 against the installed torch
 (there is no prebuilt wheel for torch > 2.1) before installing this package in editable mode.
@@ -14,7 +15,8 @@ setup(
     packages=find_packages(include=['projects', 'projects.*']),
     # Pinned: mmdet 3.3 / mmdet3d 1.4 assert mmcv<2.2; mmengine 0.10.7 and mmcv's setup.py need
     # pkg_resources (setuptools<81); nuscenes-devkit needs numpy<2. torch itself is left to the
-    # user's install (tools/install.sh keeps an installed torch), so no torch pin here pulls a CUDA build.
+    # user's install (tools/install.sh keeps an installed torch), so no torch pin here pulls a
+    # CUDA build.
     install_requires=[
         'mmengine==0.10.7',
         'mmcv==2.1.0',
@@ -27,6 +29,8 @@ setup(
     extras_require={
         # triton: the deformable-attention kernels are tested on the CPU in Triton's interpreter
         'tests': ['pytest', 'triton'],
+        # style checks (tools/lint.sh, .pre-commit-config.yaml; configured in setup.cfg)
+        'lint': ['flake8==7.5.0', 'isort==9.0.2', 'codespell==2.4.3'],
         'nuscenes': ['mmdet3d==1.4.0', 'nuscenes-devkit==1.2.0'],
         # ONNX export (tools/deployment): ml_dtypes >= 0.6 (pulled by onnx) needs numpy 2
         'deploy': ['onnx==1.23.2', 'onnxruntime==1.32.0', 'onnxscript==0.7.2', 'ml_dtypes<0.6'],

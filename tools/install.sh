@@ -94,8 +94,8 @@ fi
 step 4 "mmcv, mmengine 0.10.7, mmdet 3.3.0, mmdet3d 1.4.0, nuscenes-devkit 1.2.0"
 pip_install -q "$mmcv_spec" mmengine==0.10.7 mmdet==3.3.0 mmdet3d==1.4.0 nuscenes-devkit==1.2.0 "numpy<2" "setuptools<81"
 
-step 5 "this project (editable, with its test, nuScenes and ONNX deployment extras)"
-pip_install -q -e "${REPO_ROOT}[tests,nuscenes,deploy]"
+step 5 "this project (editable, with its test, lint, nuScenes and ONNX deployment extras)"
+pip_install -q -e "${REPO_ROOT}[tests,lint,nuscenes,deploy]"
 
 step 6 "check imports"
 "$PYTHON" - <<'EOF'

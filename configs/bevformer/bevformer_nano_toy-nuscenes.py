@@ -68,12 +68,12 @@ model = dict(
     video_test_mode=True)
 
 # the world is a v1.0-mini database: NuScenesMetric reads the version from the dataset's metainfo
-_metainfo = dict(classes={{_base_.class_names}}, version='v1.0-mini')
+_metainfo = dict(classes=_base_.class_names, version='v1.0-mini')
 _train_pipeline = [
     dict(type='LoadMultiViewImages'),
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range=point_cloud_range),
-    dict(type='ObjectNameFilter', classes={{_base_.class_names}}),
+    dict(type='ObjectNameFilter', classes=_base_.class_names),
     dict(type='PackBEVInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d']),
 ]
 _test_pipeline = [

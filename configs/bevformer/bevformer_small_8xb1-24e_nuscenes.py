@@ -15,7 +15,7 @@ model = dict(
         dcn=dict(type='DCNv2', deform_groups=1, fallback_on_stride=False),
         stage_with_dcn=(False, False, True, True),
         init_cfg=None),
-    encoder={{_base_.bevformer_small_encoder}})
+    encoder=_base_.bevformer_small_encoder)
 load_from = _fcos3d
 
 _scale = 0.8
@@ -23,8 +23,8 @@ train_dataloader = dict(dataset=dict(pipeline=[
     dict(type='LoadMultiViewImages', to_float32=True),
     dict(type='MultiViewPhotoMetricDistortion'),  # per view, as the official recipe
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
-    dict(type='ObjectRangeFilter', point_cloud_range={{_base_.point_cloud_range}}),
-    dict(type='ObjectNameFilter', classes={{_base_.class_names}}),
+    dict(type='ObjectRangeFilter', point_cloud_range=_base_.point_cloud_range),
+    dict(type='ObjectNameFilter', classes=_base_.class_names),
     dict(type='MultiViewResize', scale_factor=_scale),
     dict(type='PackBEVInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d']),
 ]))

@@ -37,7 +37,7 @@ model = dict(
         add_extra_convs='on_output',
         num_outs=1,
         relu_before_extra_convs=True),
-    encoder={{_base_.bevformer_tiny_encoder}},
+    encoder=_base_.bevformer_tiny_encoder,
     bbox_head=dict(
         type='BEVFormerHead',
         num_classes=10,
@@ -47,7 +47,7 @@ model = dict(
         num_heads=8,
         num_points=4,
         feedforward_channels=512,
-        point_cloud_range={{_base_.point_cloud_range}}),
+        point_cloud_range=_base_.point_cloud_range),
     grid_mask=dict(prob=0.7, ratio=0.5),
     video_test_mode=True)
 

@@ -43,8 +43,8 @@ optim_wrapper = dict(
                                     'norm': dict(decay_mult=0.)}),
     clip_grad=dict(max_norm=10, norm_type=2))
 # Warm-up over 250 iterations (5 epochs). Trained from scratch, the detector first sits on a plateau
-# (loss_cls ~0.6, background everywhere) and leaves it at a random point; the final AP follows.
-# With 100 iterations: AP50 0.768, 0.690, 0.767 in three runs; with 250: 0.812, 0.778, 0.831.
+# (loss_cls ~0.6, background everywhere) and leaves it at a random point; the final AP follows,
+# and the longer warm-up makes it leave early in every run (docs/benchmarks.md).
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=250),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5),

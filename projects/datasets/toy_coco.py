@@ -43,6 +43,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm  # an mmdet dependency
 
+from ..common.checkpoint_io import write_atomic
+
 __all__ = ['CLASSES', 'METAINFO', 'generate_toy_coco', 'toy_coco_ready', 'prepare_toy_coco']
 
 
@@ -275,10 +277,7 @@ def _image_name(index: int) -> str:
 
 def _write_json(path: str, obj) -> None:
     """Write ``obj`` as compact JSON, atomically (a reader never sees a partial file)."""
-    tmp_path = f'{path}.tmp'
-    with open(tmp_path, 'w') as f:
-        json.dump(obj, f, separators=(',', ':'))
-    os.replace(tmp_path, path)
+    write_atomic(json.dumps(obj, separators=(',', ':')).encode(), path)
 
 
 def _remove_stale_images(img_dir: str, num_images: int) -> None:

@@ -9,10 +9,9 @@ toy_metainfo = dict(  # projects.datasets.toy_coco.METAINFO
     palette=[(220, 20, 60), (0, 128, 255), (60, 180, 75), (255, 160, 0)])
 toy_image_size = (128, 128)
 
-# 400 images are memorised quickly (a small Swin reaches train AP50 0.99 against val 0.62 without
-# these): the shapes' classes do not change under flips, shifts or colour changes, so augment them.
-# `toy_plain_train_pipeline` (horizontal flips only) suits short schedules that are still fitting
-# (the 12-epoch toy Deformable DETR: AP50 0.132 with it, 0.054 with the augmentation).
+# 400 images are memorised quickly: the shapes' classes do not change under flips, shifts or
+# colour changes, so augment them. `toy_plain_train_pipeline` (horizontal flips only) suits short
+# schedules that are still fitting (the 12-epoch toy Deformable DETR; docs/benchmarks.md).
 toy_plain_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
