@@ -1,4 +1,4 @@
-"""Tests of the toy nuScenes world (projects/datasets/toy_nuscenes.py) and of the mmdet3d info
+"""Tests of the toy nuScenes world (projects/datasets/toy_nuscenes/) and of the mmdet3d info
 builder (projects/datasets/nuscenes_infos.py), checked against nuscenes-devkit and mmdet3d."""
 import importlib.util
 import os

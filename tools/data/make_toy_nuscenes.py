@@ -1,4 +1,4 @@
-"""Generate the toy nuScenes-format world (see ``projects/datasets/toy_nuscenes.py``).
+"""Generate the toy nuScenes-format world (see the ``projects/datasets/toy_nuscenes`` package).
 
     python tools/data/make_toy_nuscenes.py --out-dir data/toy_nuscenes --num-train-scenes 4 \
         --samples-per-scene 8 --image-size 224 400
