@@ -13,10 +13,10 @@ from torch import nn
 
 from official_layouts import official_swin_state_dict
 from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
+from projects.common.window_ops import (gather_windows, linear, scatter_windows, shift_window_mask,
+                                        window_attention, window_layout)
 from projects.swin import SwinBackbone, SwinV2Backbone, convert_swin_checkpoint
-from projects.swin.swin import (SwinBlockV2, WindowAttentionV2, gather_windows, linear,
-                                scatter_windows, shift_window_mask, window_attention,
-                                window_layout)
+from projects.swin.swin import SwinBlockV2, WindowAttentionV2
 
 
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)

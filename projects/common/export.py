@@ -1,13 +1,13 @@
 """Export mode: which code path a module takes while it is traced for ONNX.
 
-Some of our fast paths do not trace: Swin's oneDNN linear (``mkldnn._linear_pointwise``, an op
-with no ONNX function), autograd Functions (the window reordering, the deformable attention),
-caches of index tensors, row chunking (a Split that ONNX Runtime rejects at odd sizes) and
-``embedding_bag`` (exported as an ONNX Loop, an order of magnitude slower). Each such place asks
-:func:`is_exporting` and takes its plain PyTorch formulation instead, with the same results within
-float32 rounding. The exporter's own tracing switches it on (``torch.onnx.export``, with either
-exporter, and ``torch.export``); :func:`export_mode` switches it on by hand, e.g. to compare the
-two paths in eager mode.
+Some of our fast paths do not trace: the oneDNN linear of ``window_ops``
+(``mkldnn._linear_pointwise``, an op with no ONNX function), autograd Functions (the window
+reordering, the deformable attention), caches of index tensors, row chunking (a Split that ONNX
+Runtime rejects at odd sizes) and ``embedding_bag`` (exported as an ONNX Loop, an order of magnitude
+slower). Each such place asks :func:`is_exporting` and takes its plain PyTorch formulation instead,
+with the same results within float32 rounding. The exporter's own tracing switches it on
+(``torch.onnx.export``, with either exporter, and ``torch.export``); :func:`export_mode` switches it
+on by hand, e.g. to compare the two paths in eager mode.
 """
 import contextlib
 import functools

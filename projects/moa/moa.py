@@ -21,8 +21,7 @@ The official code (krushi1992/MOA-transformer, classification only) differs from
 the places below. ``moa_style='paper'`` (default) computes the paper's module as described above;
 ``moa_style='official'`` (:class:`OfficialMOAModule`) computes what the official code computes,
 quirks included, so that the official ImageNet weights (trained on it) load whole and give the
-official network's stage outputs (measured at 224x224 against the official code with the same
-random weights: max difference 2.7e-5 at values up to 18.5, docs/official_differences.md):
+official network's stage outputs (compared with the official code in docs/official_differences.md):
 
 - the MOA block: after the attention it has no MLP and no 1x1 convolution back; it computes
   ``LayerNorm(x + local + global)`` followed by a residual 3x3 convolution (``norm2``,
@@ -68,9 +67,9 @@ from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.export import cache_unless_exporting
 from ..common.layers import attention, drop_path
+from ..common.window_ops import gather_tokens, window_layout
 from ..pvt.pvt import map_to_tokens, tokens_to_map
-from ..swin.swin import (Mlp, PatchEmbed, PatchMerging, SwinBlock, WindowAttention,
-                         gather_tokens, window_layout)
+from ..swin.swin import Mlp, PatchEmbed, PatchMerging, SwinBlock, WindowAttention
 from .convert import checkpoint_layout as moa_checkpoint_layout
 from .convert import convert_moa_checkpoint
 

@@ -15,17 +15,13 @@ Layout: the residual stream stays an unpadded raster token map (B, H*W, C); noth
 back and crop: its attention gathers the tokens straight into padded (shifted) window order with
 one index (padding slots zeroed: the reference's zero padding), and gathers the attended tokens
 back to raster order with another. The indices and the shift mask depend only on the feature size
-and the shift and are cached (:func:`window_layout`). Attention runs in
-``scaled_dot_product_attention`` with the position bias and the shift mask folded into one
-additive mask (without autograd on CPU: batched products per head, :func:`window_attention`);
-attention and MLP run in chunks of tokens (:data:`CHUNK_ROWS`), and without autograd their
-products run in oneDNN (:func:`linear`). While the model is traced for ONNX
-(:func:`projects.common.export.is_exporting`), every block takes the plain formulation of each of
-these: ``F.linear``, the attention products written out, one chunk, the index plan computed in
-the graph and plain gathers.
+and the shift and are cached. Attention runs with the position bias and the shift mask folded into
+one additive mask; attention and MLP run in chunks of tokens. That machinery (index plans,
+gathers, chunking, oneDNN products, the CPU attention loop) and its plain formulation while the
+model is traced for ONNX live in :mod:`projects.common.window_ops`, shared with MOA.
 """
 import math
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,37 +30,15 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
-from ..common.export import cache_unless_exporting, is_exporting
-from ..common.layers import attention, drop_path
+from ..common.layers import drop_path
+from ..common.window_ops import (CHUNK_ROWS, WindowLayout, cat_tokens, gather_windows, linear,
+                                 scatter_windows, token_chunks, window_attention, window_layout)
 from .convert import checkpoint_layout as swin_checkpoint_layout
 from .convert import convert_swin_checkpoint
 
-SHIFT_MASK_VALUE = -100.0  # what the reference adds between tokens of different shifted regions
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # v2 clamps the learned attention temperature at 100
 CPB_HIDDEN = 512  # hidden width of the v2 continuous position bias MLP
 SWIN_T_DEPTHS = (2, 2, 6, 2)
-# Token-wise layers (attention over windows, MLP) run in chunks of about this many tokens: their
-# wide intermediates (q/k/v, the 4x MLP hidden) then stay cache-resident and are recycled by the
-# allocator instead of being faulted in afresh per call. On CPU this makes the products of the
-# first stages at detection sizes ~1.5x faster and lowers the peak memory; tokens are independent.
-CHUNK_ROWS = 8192
-# oneDNN's fused linear (an op PyTorch registers for its compiler), used by :func:`linear`
-ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()
-                 and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
-
-
-def window_partition(x: Tensor, window_size: int) -> Tensor:
-    """(B, H, W, C) map, H and W multiples of the window -> (B * nW, ws * ws, C) windows."""
-    B, H, W, C = x.shape
-    x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
-
-
-def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
-    """(B * nW, ws * ws, C) windows -> (B, H, W, C) map; inverse of :func:`window_partition`."""
-    C = windows.shape[-1]
-    x = windows.view(-1, height // window_size, width // window_size, window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, C)
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -87,172 +61,6 @@ def log_spaced_relative_coords(window_size: int, pretrained_window_size: int) ->
     coords = coords * (8.0 / max(reference - 1, 1))
     coords = torch.sign(coords) * torch.log2(coords.abs() + 1.0) / math.log2(8)
     return coords.view(-1, 2)
-
-
-def window_token_grid(padded_hw: Tuple[int, int], window_size: int, shift: int) -> Tensor:
-    """(Hp * Wp,) padded-map position of each token, in (shifted) window order."""
-    Hp, Wp = padded_hw
-    grid = torch.arange(Hp * Wp).view(1, Hp, Wp, 1)
-    grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
-    return window_partition(grid, window_size).flatten()
-
-
-def grid_window_token(padded_hw: Tuple[int, int], window_size: int, shift: int) -> Tensor:
-    """(Hp * Wp,) window-order token at each padded-map position; inverse of
-    :func:`window_token_grid`."""
-    Hp, Wp = padded_hw
-    tokens = torch.arange(Hp * Wp).view(-1, window_size * window_size, 1)
-    grid = window_reverse(tokens, window_size, Hp, Wp)  # (1, Hp, Wp, 1)
-    return torch.roll(grid, shifts=(shift, shift), dims=(1, 2)).flatten()
-
-
-def shift_window_mask(padded_hw: Tuple[int, int], window_size: int, shift: int) -> Tensor:
-    """(nW, 1, N, N) additive mask keeping attention inside the regions a cyclic shift glued
-    together: the last window row/column holds pieces of up to three bands of the unshifted map."""
-    Hp, Wp = padded_hw
-    rows = torch.arange(Hp)
-    cols = torch.arange(Wp)
-    row_band = (rows >= Hp - window_size).long() + (rows >= Hp - shift).long()  # (Hp,) 0, 1, 2
-    col_band = (cols >= Wp - window_size).long() + (cols >= Wp - shift).long()  # (Wp,)
-    region = (row_band[:, None] * 3 + col_band[None, :]).view(1, Hp, Wp, 1)
-    region = window_partition(region, window_size).squeeze(-1)  # (nW, N)
-    different = region[:, :, None] != region[:, None, :]  # (nW, N, N)
-    return (different.float() * SHIFT_MASK_VALUE).unsqueeze(1)
-
-
-class WindowLayout(NamedTuple):
-    """Where the windows of one block lie in an H x W raster token map."""
-    window_tokens: Tensor  # (Hp*Wp,) raster token in each window slot; padding slots: token 0
-    inside: Tensor  # (Hp*Wp,) bool, False at the window slots in the padding
-    pad_slots: Optional[Tensor]  # (P,) window slots in the padding; None without padding or
-    # while exporting (a data-dependent size)
-    raster_slots: Tensor  # (H*W,) window slot of each raster token
-    shift_mask: Optional[Tensor]  # (nW, 1, N, N) additive mask; None for unshifted windows
-
-
-@cache_unless_exporting(maxsize=32)  # 8 entries per input size (4 stages x 2 shifts)
-def window_layout(hw: Tuple[int, int], window_size: int, shift: int, device: torch.device,
-                  dtype: torch.dtype) -> WindowLayout:
-    """The (cached) index plan of (shifted) windows over an H x W map padded to whole windows."""
-    H, W = hw
-    padded_hw = (math.ceil(H / window_size) * window_size, math.ceil(W / window_size) * window_size)
-    slot_grid = window_token_grid(padded_hw, window_size, shift)  # (Hp*Wp,)
-    rows, cols = slot_grid // padded_hw[1], slot_grid % padded_hw[1]
-    inside = (rows < H) & (cols < W)  # (Hp*Wp,)
-    pad_slots = None if is_exporting() else torch.nonzero(~inside).flatten()
-    grid_slots = grid_window_token(padded_hw, window_size, shift).view(padded_hw)
-    return WindowLayout(
-        window_tokens=torch.where(inside, rows * W + cols, 0).to(device),
-        inside=inside.to(device),
-        pad_slots=pad_slots.to(device) if pad_slots is not None and len(pad_slots) else None,
-        raster_slots=grid_slots[:H, :W].flatten().to(device),
-        shift_mask=(shift_window_mask(padded_hw, window_size, shift).to(device, dtype)
-                    if shift else None))
-
-
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, gelu: bool = False) -> Tensor:
-    """``F.linear`` of (..., C_in) -> (..., C_out), followed by the exact (erf) GELU when ``gelu``.
-
-    Without autograd, on CPU in float32, the product runs in oneDNN with bias and GELU fused into
-    it: on the 2-core AMD EPYC measured here 10-25% faster than the MKL sgemm behind ``F.linear``
-    (most for the many-token products of detection inputs), to float32 rounding the same result.
-    oneDNN's kernel has no backward, so training takes ``F.linear``, and no ONNX function, so
-    export does too.
-    """
-    if (ONEDNN_LINEAR and x.device.type == 'cpu' and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not is_exporting()):
-        out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias,
-                                                 'gelu' if gelu else 'none', [], 'none')
-        return out.view(*x.shape[:-1], -1)
-    out = F.linear(x, weight, bias)
-    return F.gelu(out) if gelu else out
-
-
-def window_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: Optional[float] = None,
-                     dropout_p: float = 0.0) -> Tensor:
-    """softmax(q k^T * scale + mask) v in each window: q, k, v (nW, heads, N, d), mask
-    (nW or 1, heads, N, N) -> (nW, heads, N, d); ``scale`` None: 1 / sqrt(d).
-
-    :func:`projects.common.layers.attention` (SDPA; written out while exporting) in general.
-    Without autograd on CPU, three batched calls per head instead (scores with bias, softmax,
-    values), on strided views of q, k and v, to float32 rounding the same: SDPA's CPU kernel
-    (flash-style blocks) spends more on bookkeeping than on the products of 49-token windows. On
-    the 2-core VM of README, 1.1-1.5x faster per call for Swin-T's window shapes (most with few
-    heads); a Swin-T forward at 800x1216 spends ~0.19 s instead of ~0.27 s in attention.
-    """
-    if (q.device.type != 'cpu' or torch.is_grad_enabled() or dropout_p > 0
-            or is_exporting()):
-        return attention(q, k, v, mask, scale, dropout_p)
-    nW, heads, N, d = q.shape
-    scale = d**-0.5 if scale is None else scale
-    out = q.new_empty(nW, N, heads, d)
-    for head in range(heads):
-        scores = torch.baddbmm(mask[:, head], q[:, head], k[:, head].transpose(1, 2),
-                               alpha=scale)  # (nW, N, N)
-        out[:, :, head] = torch.bmm(scores.softmax(-1), v[:, head])
-    return out.transpose(1, 2)
-
-
-def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
-    """(B, L, C) tokens -> (B, len(index), C) tokens ``x[:, index]``.
-
-    Gathers rows of the (B * L, C) matrix: a memcpy per token, twice as fast as ``index_select``
-    along dim 1 of the 3-D tensor.
-    """
-    B, L, C = x.shape
-    rows = index + L * torch.arange(B, device=index.device)[:, None]  # (B, len(index))
-    return x.reshape(B * L, C).index_select(0, rows.flatten()).view(B, -1, C)
-
-
-def _gather_and_zero(x: Tensor, index: Tensor, zero_slots: Optional[Tensor]) -> Tensor:
-    """``gather_tokens(x, index)`` with the tokens at ``zero_slots`` (if any) set to zero."""
-    out = gather_tokens(x, index)
-    return out if zero_slots is None else out.index_fill_(1, zero_slots, 0.0)
-
-
-class _WindowReorder(torch.autograd.Function):
-    """Raster order <-> window order of one layout. Each direction's gradient is the other
-    direction applied to the output gradient, so the backward is a gather as well, not the
-    scatter-add (``index_add``) that autograd would run for ``index_select``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, layout: WindowLayout, to_windows: bool) -> Tensor:
-        ctx.layout, ctx.to_windows = layout, to_windows
-        if to_windows:  # (B, H*W, C) -> (B, Hp*Wp, C), zero in the padding
-            return _gather_and_zero(x, layout.window_tokens, layout.pad_slots)
-        return gather_tokens(x, layout.raster_slots)  # (B, Hp*Wp, C) -> (B, H*W, C)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None, None]:
-        layout = ctx.layout
-        if ctx.to_windows:
-            return gather_tokens(grad, layout.raster_slots), None, None
-        return _gather_and_zero(grad, layout.window_tokens, layout.pad_slots), None, None
-
-
-def gather_windows(x: Tensor, layout: WindowLayout) -> Tensor:
-    """(B, H*W, C) raster tokens -> (B, Hp*Wp, C) tokens in window order, zero in the padding."""
-    if is_exporting():  # autograd Functions do not export
-        return torch.where(layout.inside[:, None], gather_tokens(x, layout.window_tokens), 0.0)
-    return _WindowReorder.apply(x, layout, True)
-
-
-def scatter_windows(windows: Tensor, layout: WindowLayout) -> Tensor:
-    """(B, Hp*Wp, C) tokens in window order -> (B, H*W, C) raster tokens, the padding dropped."""
-    if is_exporting():
-        return gather_tokens(windows, layout.raster_slots)
-    return _WindowReorder.apply(windows, layout, False)
-
-
-def token_chunks(x: Tensor, rows: int) -> List[Tensor]:
-    """(B, L, C) tokens -> chunks of ``rows`` tokens along L (the last one shorter); one chunk
-    while exporting (ONNX Runtime rejects the uneven Split)."""
-    return [x] if is_exporting() else list(x.split(rows, dim=1))
-
-
-def cat_tokens(parts: List[Tensor]) -> Tensor:
-    """(B, L_i, C) chunks -> (B, sum L_i, C); a single chunk is returned as it is."""
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def attention_mask(position_bias: Tensor, shift_mask: Optional[Tensor], batch_size: int) -> Tensor:
