@@ -1,5 +1,6 @@
 """What the backbone tests share: random weights, output comparison, the with_cp check."""
 import torch
+from numeric_helpers import assert_outputs_close
 from torch import nn
 
 
@@ -14,14 +15,6 @@ def randomize_(model: nn.Module) -> nn.Module:
                 param.normal_(centre, 0.1)
     model.eval()
     return model
-
-
-def assert_outputs_close(ours, reference, atol=1e-4):
-    """Two lists of feature maps: same length, shapes, and values within ``atol``."""
-    assert len(ours) == len(reference)
-    for a, b in zip(ours, reference):
-        assert a.shape == b.shape
-        assert (a - b).abs().max().item() <= atol
 
 
 def assert_checkpointing_matches(make_model) -> None:

@@ -15,6 +15,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
+from numeric_helpers import assert_relative_close
 from torch import nn
 
 from projects.datasets import prepare_toy_coco
@@ -96,13 +97,6 @@ def make_batch(seed: int = 1, with_boxes: bool = False):
     return inputs, samples
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float, what: str):
-    assert actual.shape == expected.shape, what
-    scale = max(expected.abs().max().item(), 1.0)
-    error = (actual - expected).abs().max().item()
-    assert error <= tolerance * scale, f'{what}: max error {error:.3g} (scale {scale:.3g})'
-
-
 @pytest.mark.parametrize('variant', list(VARIANTS))
 def test_same_predictions_as_with_mmcv_attention(variant):
     ours, theirs = build_pair(variant)
@@ -115,11 +109,13 @@ def test_same_predictions_as_with_mmcv_attention(variant):
         actual = ours.predict(inputs, make_batch()[1], rescale=False)
     # every decoder layer's class logits and boxes, for every query
     for name, a, e in zip(('cls_scores', 'bbox_preds'), actual_outputs, expected_outputs):
-        assert_close(a, e, 1e-4, name)
+        assert_relative_close(a, e, 1e-4, min_scale=1.0, what=name)
     for image, (a, e) in enumerate(zip(actual, expected)):
         assert torch.equal(a.pred_instances.labels, e.pred_instances.labels), image
-        assert_close(a.pred_instances.scores, e.pred_instances.scores, 1e-4, f'scores {image}')
-        assert_close(a.pred_instances.bboxes, e.pred_instances.bboxes, 1e-4, f'boxes {image}')
+        assert_relative_close(a.pred_instances.scores, e.pred_instances.scores, 1e-4,
+                              min_scale=1.0, what=f'scores {image}')
+        assert_relative_close(a.pred_instances.bboxes, e.pred_instances.bboxes, 1e-4,
+                              min_scale=1.0, what=f'boxes {image}')
 
 
 @pytest.mark.parametrize('variant', ['refine-twostage', 'dino'])
@@ -133,10 +129,11 @@ def test_same_losses_and_gradients_as_with_mmcv_attention(variant):
         losses[name] = model.loss(inputs, samples)
         sum(value for key, value in losses[name].items() if 'loss' in key).backward()
     for key, expected in losses['theirs'].items():
-        assert_close(losses['ours'][key], expected, 1e-4, key)
+        assert_relative_close(losses['ours'][key], expected, 1e-4, min_scale=1.0, what=key)
     for (name, parameter), reference in zip(ours.named_parameters(), theirs.parameters()):
         if reference.grad is not None:
-            assert_close(parameter.grad, reference.grad, 1e-3, name)
+            assert_relative_close(parameter.grad, reference.grad, 1e-3, min_scale=1.0,
+                                  what=name)
 
 
 @pytest.mark.parametrize('path', DETR_CONFIGS, ids=[osp.relpath(p, REPO) for p in DETR_CONFIGS])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 
 from backbone_helpers import randomize_
-from numeric_helpers import assert_relative_close
+from numeric_helpers import assert_max_abs_close, assert_relative_close
 from projects.common.window_ops import window_layout
 from projects.moa import MOABackbone, convert_moa_checkpoint
 from projects.moa.moa import MOAModule, OfficialMOAModule, patch_offset_index
@@ -21,11 +21,6 @@ SMALL = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_
              reduction=4)
 # the official code's fixed choices: window 14, overlap 1, reduction 32, 224 x 224 inputs
 OFFICIAL_SMALL = dict(embed_dims=32, depths=(1, 2, 1), num_heads=(1, 2, 4), window_size=14)
-
-
-def assert_close(a, b, atol=1e-4):
-    assert a.shape == b.shape
-    assert (a - b).abs().max().item() <= atol
 
 
 # ---------------------------------------------------------------- slow obvious implementation
@@ -140,7 +135,8 @@ def test_window_attention_matches_slow_reference(hw):
     x = torch.randn(2, hw[0] * hw[1], 16)
     layout = window_layout(hw, 4, 0, x.device, x.dtype)
     with torch.no_grad():
-        assert_close(block.attn(x, layout), reference_window_attention(block.attn, x, hw, 4))
+        assert_max_abs_close(block.attn(x, layout),
+                             reference_window_attention(block.attn, x, hw, 4), 1e-4)
 
 
 @pytest.mark.parametrize('ws, overlap, hw, table_side', [
@@ -153,7 +149,7 @@ def test_moa_module_matches_slow_reference(ws, overlap, hw, table_side):
     moa = randomize_(MOAModule(8, 2, ws, overlap, reduction=2, table_side=table_side))
     x = torch.randn(2, hw[0] * hw[1], 8)
     with torch.no_grad():
-        assert_close(moa(x, hw), reference_moa(moa, x, hw))
+        assert_max_abs_close(moa(x, hw), reference_moa(moa, x, hw), 1e-4)
 
 
 @pytest.mark.parametrize('size', [(64, 64), (45, 70), (9, 13)])
@@ -162,7 +158,7 @@ def test_backbone_matches_slow_reference(size):
     images = torch.randn(1, 3, *size)
     with torch.no_grad():
         for ours, reference in zip(model(images), reference_forward(model, images)):
-            assert_close(ours, reference)
+            assert_max_abs_close(ours, reference, 1e-4)
 
 
 def test_patch_offset_index_is_swins_inside_the_table():
@@ -178,7 +174,7 @@ def test_inference_and_autograd_paths_agree():
     with torch.no_grad():
         fast = model(images)
     for a, b in zip(fast, model(images)):
-        assert_close(a, b.detach(), atol=1e-5)
+        assert_max_abs_close(a, b.detach(), 1e-5)
 
 
 # ------------------------------------------------------------------------------ globality
