@@ -25,7 +25,7 @@ from projects.deformable_attention import (DeformableDETRWithAttention,
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(REPO, 'configs', 'deformable_detr')
-TOY_CONFIG = osp.join(REPO, 'configs', 'toy', 'deformable-detr_swin-nano_toy-coco.py')
+TOY_CONFIG = osp.join(REPO, 'configs', 'toy', 'deformable-detr_swin-nano_1xb8-12e_toy-coco.py')
 DETR_CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, '*.py'))) + [TOY_CONFIG]
 VARIANTS = {  # mmdet's two-stage proposals and DINO's queries need 256-d embeddings
     'plain': 'deformable-detr_r50_16xb2-50e_coco.py',

@@ -235,7 +235,8 @@ def toy_test_options(tmp_path_factory):
 
 
 def _toy_pvt_detector() -> dict:
-    return _model(osp.join(REPO, 'configs/toy/retinanet_pvtv2-b0_fpn_toy-coco.py')).state_dict()
+    config = osp.join(REPO, 'configs/toy/retinanet_pvtv2-b0_fpn_1xb8-50e_toy-coco.py')
+    return _model(config).state_dict()
 
 
 @pytest.mark.parametrize('kind, state_dict, expected', [
@@ -250,7 +251,7 @@ def _toy_pvt_detector() -> dict:
 ])
 def test_test_tool_names_the_checkpoint_that_does_not_fit_and_what_it_holds(
         kind, state_dict, expected, toy_test_options, tmp_path):
-    config = osp.join(REPO, 'configs/toy/retinanet_swin-nano_fpn_toy-coco.py')
+    config = osp.join(REPO, 'configs/toy/retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py')
     path = str(tmp_path / f'{kind}.pth')
     torch.save(dict(state_dict=state_dict(), meta=dict()), path)
     with pytest.raises(CheckpointMismatchError, match=expected):
@@ -258,7 +259,7 @@ def test_test_tool_names_the_checkpoint_that_does_not_fit_and_what_it_holds(
 
 
 def test_testing_a_trained_checkpoint_does_not_need_the_pretrained_file(toy_test_options, tmp_path):
-    config = osp.join(REPO, 'configs/toy/retinanet_swin-nano_fpn_toy-coco.py')
+    config = osp.join(REPO, 'configs/toy/retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py')
     trained = _model(config)
     path = str(tmp_path / 'trained.pth')
     torch.save(dict(state_dict=trained.state_dict(), meta=dict()), path)

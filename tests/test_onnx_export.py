@@ -89,9 +89,10 @@ def _export(tmp_path, config, **kwargs):
 
 @needs_onnx
 @pytest.mark.parametrize('config', [
-    'retinanet_swin-nano_fpn_toy-coco.py', 'retinanet_pvtv2-b0_fpn_toy-coco.py',
-    'retinanet_moa-nano_fpn_toy-coco.py', 'retinanet_moa-nano-official_fpn_toy-coco.py',
-    'deformable-detr_swin-nano_toy-coco.py'])
+    'retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py', 'retinanet_pvtv2-b0_fpn_1xb8-50e_toy-coco.py',
+    'retinanet_moa-nano_fpn_1xb8-50e_toy-coco.py',
+    'retinanet_moa-nano-official_fpn_1xb8-50e_toy-coco.py',
+    'deformable-detr_swin-nano_1xb8-12e_toy-coco.py'])
 def test_toy_detectors_export_and_match_pytorch_in_onnx_runtime(tmp_path, config):
     """Each family's toy detector, random weights, at a size that pads every stage's windows:
     ONNX Runtime's raw head outputs within 1e-4 (relative to their scale) of PyTorch's."""
@@ -104,14 +105,14 @@ def test_pvt_exports_with_free_height_and_width(tmp_path):
     """PVTv2 with --dynamic: one file runs at another size, matching PyTorch there."""
     from projects.deploy.onnx_export import ExportedNetwork
     from projects.deploy.onnx_runtime import OnnxRuntimeNetwork
-    out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py'),
+    out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_pvtv2-b0_fpn_1xb8-50e_toy-coco.py'),
                      input_hw=(96, 128), dynamic=True)
     network = OnnxRuntimeNetwork(out)
     assert all(isinstance(size, str) for size in network.input_shapes[0][2:])
     from projects.deploy.onnx_runtime import build_detector
     torch.manual_seed(0)  # the weights export_detector exported
     detector = build_detector(
-        Config.fromfile(osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py')))
+        Config.fromfile(osp.join(TOY, 'retinanet_pvtv2-b0_fpn_1xb8-50e_toy-coco.py')))
     images = torch.randn(1, 3, 160, 96)
     with torch.no_grad():
         expected = ExportedNetwork(detector).eval()(images)
@@ -122,7 +123,7 @@ def test_pvt_exports_with_free_height_and_width(tmp_path):
 @needs_onnx
 def test_another_size_than_exported_is_refused_before_inference(tmp_path):
     from projects.deploy.onnx_runtime import OnnxRuntimeNetwork
-    out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_swin-nano_fpn_toy-coco.py'),
+    out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py'),
                      input_hw=(64, 64))
     with pytest.raises(ValueError, match=r'model.onnx takes inputs of shape \(1, 3, 64, 64\), '
                        r'got \(1, 3, 64, 96\); the graph was exported for this size only'):
@@ -393,7 +394,7 @@ def test_benchmark_prints_both_runtimes_and_the_ratio(capsys):
         'benchmark_onnx', osp.join(REPO, 'tools', 'analysis', 'benchmark_onnx.py'))
     tool = util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    tool.main([osp.join(TOY, 'retinanet_pvtv2-b0_fpn_toy-coco.py'), '--shape', '64', '64',
+    tool.main([osp.join(TOY, 'retinanet_pvtv2-b0_fpn_1xb8-50e_toy-coco.py'), '--shape', '64', '64',
                '--repeats', '1'])
     out = capsys.readouterr().out
     assert 'PyTorch (ours)' in out and 'ONNX Runtime' in out

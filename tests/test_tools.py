@@ -147,7 +147,7 @@ def test_resume_after_an_interruption_gives_the_weights_of_an_uninterrupted_run(
     assert len(glob.glob(osp.join(str(work_dir), '*', 'painted', '*.png'))) == 8
 
 
-DETR_CONFIG = osp.join(REPO, 'configs/toy/deformable-detr_swin-nano_toy-coco.py')
+DETR_CONFIG = osp.join(REPO, 'configs/toy/deformable-detr_swin-nano_1xb8-12e_toy-coco.py')
 
 
 def _deterministic_detr_config(tmp_path) -> str:

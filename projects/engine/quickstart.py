@@ -15,11 +15,12 @@ from PIL import Image
 from projects.datasets import prepare_toy_coco
 from projects.engine.launch import build_runner, load_config, test, train, train_parser
 
-DEFAULT_CONFIG = 'configs/toy/retinanet_swin-nano_fpn_toy-coco.py'
+DEFAULT_CONFIG = 'configs/toy/retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py'
 
 
 def latest_checkpoint(work_dir: str) -> str:
-    """The checkpoint named in ``work_dir/last_checkpoint`` (written by mmengine's CheckpointHook)."""
+    """The checkpoint named in ``work_dir/last_checkpoint`` (written by mmengine's
+    CheckpointHook)."""
     pointer = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(pointer):
         raise FileNotFoundError(f'no checkpoint was saved in {work_dir!r} ({pointer} is missing)')
@@ -50,7 +51,8 @@ def save_contact_sheet(image_paths: List[str], out_path: str, columns: int = 2) 
 def _data_root_options(data_root: str) -> List[str]:
     """--cfg-options that move the toy config's datasets and evaluators to ``data_root``."""
     val_json = osp.join(data_root, 'annotations/instances_val.json')
-    return ([f'{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'val', 'test')]
+    return ([f'{split}_dataloader.dataset.data_root={data_root}'
+             for split in ('train', 'val', 'test')]
             + [f'{split}_evaluator.ann_file={val_json}' for split in ('val', 'test')])
 
 

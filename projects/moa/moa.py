@@ -214,8 +214,7 @@ class MOAModule(nn.Module):
         # zero at the start, also where an official checkpoint (which lacks it) fills the rest:
         # the module begins as the identity and the global features grow in as they are learned
         # (from PyTorch's default init the window-constant features disturb the local ones, and
-        # pretrained ones, from the first step; one toy run each: AP50 0.458 against 0.669, a gap
-        # within the spread of repeated toy runs: configs/toy/retinanet_moa-nano_fpn_toy-coco.py)
+        # pretrained ones, from the first step)
         self.expand = nn.Conv2d(embed_dims, embed_dims, 1)
         nn.init.zeros_(self.expand.weight)
         nn.init.zeros_(self.expand.bias)

@@ -3,7 +3,7 @@
 # keeps 4 channels in the first stage. The backbone is written out rather than taken from
 # ../_base_/backbones/moa.py: inheriting that file beside the Swin toy config would define
 # `custom_imports` twice among the bases.
-_base_ = './retinanet_swin-nano_fpn_toy-coco.py'
+_base_ = './retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py'
 
 model = dict(
     backbone=dict(

@@ -1,7 +1,7 @@
 # The quickstart's toy RetinaNet with a PVTv2-b0 (ours, trained from scratch) in place of the small
 # Swin. The backbone is written out rather than taken from ../_base_/backbones/pvt.py: inheriting
 # that file beside the Swin toy config would define `custom_imports` twice among the bases.
-_base_ = './retinanet_swin-nano_fpn_toy-coco.py'
+_base_ = './retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py'
 
 model = dict(
     backbone=dict(
