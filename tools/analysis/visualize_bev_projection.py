@@ -10,7 +10,7 @@ height) and the ground-truth boxes as wireframes (``+`` marks each box centre), 
 panel with the grid, the boxes, the ego car and the camera frusta. The frame goes through the
 training data path (``BEVNuScenesDataset``, ``LoadMultiViewImages``, optional
 ``MultiViewResize`` / ``MultiViewFlip``, ``PackBEVInputs``), so the markers landing on their
-objects checks the ``lidar2img`` the model gets. Logic: ``projects/bevformer/visualization.py``.
+objects checks the ``lidar2img`` the model gets. Logic: ``projects/bevformer/visualization/cli.py``.
 
 Defaults: the real nuScenes v1.0-mini keyframe in ../shared/data/nuscenes_demo (its one .pkl).
 nuScenes data is (c) Motional, licensed CC BY-NC-SA 4.0 (non-commercial use only); the PNG's

@@ -22,7 +22,7 @@ input, or the info must first get one with ``tools/data/create_nuscenes_infos.py
 Predictions are drawn in their class colour (solid wireframes, score in the BEV panel), the
 ground truth (``eval_ann_info`` of the test dataset) white and dashed. ``--history N`` first runs
 the N keyframes before each sample in its scene so that the temporal model has a previous BEV
-(-1: all of them, as ``tools/test.py`` does). Logic: ``projects/bevformer/visualization.py``
+(-1: all of them, as ``tools/test.py`` does). Logic: ``projects/bevformer/visualization/cli.py``
 (``visualize_predictions``); ``tools/test.py --show-dir DIR`` draws the same pictures for a whole
 test run with ``BEVVisualizationHook``.
 
