@@ -29,7 +29,7 @@ from projects.datasets.nuscenes_infos import CAMERA_CHANNELS
 
 DEFAULT_SCOPE = 'mmdet3d'
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(REPO, 'configs/bevformer/bevformer_nano_toy-nuscenes.py')
+CONFIG = osp.join(REPO, 'configs/bevformer/bevformer_nano_1xb2-24e_toy-nuscenes.py')
 DEMO_INFOS = sorted(glob.glob(osp.join(DEMO_ROOT, '*.pkl')))
 needs_demo = pytest.mark.skipif(
     not DEMO_INFOS, reason=f'the real nuScenes demo frame ({DEMO_ROOT}/*.pkl) is not available')

@@ -279,7 +279,7 @@ def test_trained_toy_detector_gives_the_same_ap_in_onnx_runtime(tmp_path):
 
 
 # ------------------------------------------------------------------ BEVFormer
-BEV_CONFIG = osp.join(REPO, 'configs', 'bevformer', 'bevformer_nano_toy-nuscenes.py')
+BEV_CONFIG = osp.join(REPO, 'configs', 'bevformer', 'bevformer_nano_1xb2-24e_toy-nuscenes.py')
 
 
 @needs_onnx

@@ -15,8 +15,8 @@ from projects.datasets import prepare_toy_coco
 from projects.engine import launch
 assert all(name in MODELS for name in ('SwinBackbone', 'PVTV2Backbone', 'MOABackbone'))
 assert not hasattr(projects, 'bevformer')
-for attempt in (lambda: __import__('projects.bevformer'),
-                lambda: launch.train(['configs/bevformer/bevformer_nano_toy-nuscenes.py'])):
+TOY = 'configs/bevformer/bevformer_nano_1xb2-24e_toy-nuscenes.py'
+for attempt in (lambda: __import__('projects.bevformer'), lambda: launch.train([TOY])):
     try:
         attempt()
     except ImportError as error:

@@ -16,7 +16,7 @@ from projects.datasets import prepare_toy_nuscenes
 from projects.engine.launch import test, train
 from projects.engine.quickstart import data_root_and_options, evaluate_untrained, latest_checkpoint
 
-DEFAULT_BEV_CONFIG = 'configs/bevformer/bevformer_nano_toy-nuscenes.py'
+DEFAULT_BEV_CONFIG = 'configs/bevformer/bevformer_nano_1xb2-24e_toy-nuscenes.py'
 METRIC_PREFIX = 'NuScenes metric/pred_instances_3d_NuScenes/'
 SUMMARY_KEYS = ('NDS', 'mAP', 'mATE', 'mASE', 'mAOE', 'mAVE', 'mAAE')
 

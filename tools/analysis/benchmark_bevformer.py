@@ -8,8 +8,8 @@ weights): the figures are the model's cost, not its accuracy. Batch 1, six camer
     python tools/analysis/benchmark_bevformer.py \
         configs/bevformer/bevformer_tiny_8xb1-24e_nuscenes.py
     # one training step of the toy config (its image size, queue and batch size)
-    python tools/analysis/benchmark_bevformer.py configs/bevformer/bevformer_nano_toy-nuscenes.py \
-        --train --image-size 224 400
+    python tools/analysis/benchmark_bevformer.py \
+        configs/bevformer/bevformer_nano_1xb2-24e_toy-nuscenes.py --train --image-size 224 400
 """
 import argparse
 import os

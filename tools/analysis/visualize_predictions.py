@@ -11,7 +11,7 @@ test dataset (``test_dataloader.dataset``, its test pipeline) or, with ``--data-
 ../shared/data/nuscenes_demo::
 
     python tools/analysis/visualize_predictions.py \\
-        configs/bevformer/bevformer_nano_toy-nuscenes.py CKPT \\
+        configs/bevformer/bevformer_nano_1xb2-24e_toy-nuscenes.py CKPT \\
         --data-root ../shared/data/nuscenes_demo \\
         --ann-file ../shared/data/nuscenes_demo/n015-2018-07-24-11-22-45+0800.pkl \\
         --cfg-options model.encoder.use_can_bus=False test_dataloader.dataset.with_can_bus=False
