@@ -5,9 +5,9 @@ import copy
 
 import pytest
 import torch
-
 from backbone_helpers import randomize_
 from numeric_helpers import assert_relative_close
+
 from projects.moa import MOABackbone
 from projects.pvt import PVTV2Backbone
 from projects.swin import SwinBackbone, SwinV2Backbone

@@ -13,9 +13,9 @@ from collections import OrderedDict
 import pytest
 import torch
 from mmdet3d.registry import MODELS
+from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
 from official_bevformer_reference import (HEAD, TRANSFORMER, OfficialSizes,
                                           random_official_state_dict, small_detector_cfg)
-from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
 
 import projects  # noqa: F401  (safe checkpoint loading)
 import projects.bevformer  # noqa: F401  (registers BEVFormerDetector)

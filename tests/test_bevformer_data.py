@@ -21,16 +21,16 @@ from collections import Counter
 import cv2
 import numpy as np
 import pytest
-from file_helpers import DEMO_ROOT
 import torch
+from file_helpers import DEMO_ROOT
+from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
+from mmdet3d.registry import DATASETS, TRANSFORMS
+from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 
 import projects.bevformer.dataset  # noqa: F401  (registers BEVNuScenesDataset)
 import projects.bevformer.transforms  # noqa: F401  (registers the transforms)
-from mmdet3d.models.data_preprocessors import Det3DDataPreprocessor
-from mmdet3d.registry import DATASETS, TRANSFORMS
-from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from projects.bevformer.dataset import BEVNuScenesDataset
 from projects.bevformer.geometry import project_to_cameras
 from projects.bevformer.transforms import (LoadMultiViewImages, MultiViewCrop, MultiViewFlip,

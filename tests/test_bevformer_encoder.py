@@ -10,8 +10,8 @@ from mmdet3d.registry import MODELS
 from projects.bevformer import BEVSpatialCrossAttention, BEVTemporalSelfAttention
 from projects.bevformer.attention import _pack_hits
 from projects.bevformer.geometry import (align_previous_bev, bev_cell_centers,
-                                         current_to_previous_lidar, lidar_to_global,
-                                         pillar_points, project_to_cameras)
+                                         current_to_previous_lidar, lidar_to_global, pillar_points,
+                                         project_to_cameras)
 
 DEFAULT_SCOPE = 'mmdet3d'
 PC_RANGE = [-10.0, -8.0, -3.0, 10.0, 8.0, 3.0]

@@ -14,17 +14,17 @@ import os.path as osp
 import cv2
 import numpy as np
 import pytest
-from file_helpers import DEMO_ROOT
 import torch
+from file_helpers import DEMO_ROOT
+from mmdet3d.registry import HOOKS, MODELS
+from mmdet3d.structures import LiDARInstance3DBoxes
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from mmdet3d.registry import HOOKS, MODELS
-from mmdet3d.structures import LiDARInstance3DBoxes
 from projects.bevformer.rig import nuscenes_rig_lidar2img
-from projects.bevformer.visualization import (NUSCENES_CLASSES, BEVVisualizationHook,
-                                              class_colors, load_packed_frame,
-                                              load_sample_images, render_predictions)
+from projects.bevformer.visualization import (NUSCENES_CLASSES, BEVVisualizationHook, class_colors,
+                                              load_packed_frame, load_sample_images,
+                                              render_predictions)
 from projects.datasets.nuscenes_infos import CAMERA_CHANNELS
 
 DEFAULT_SCOPE = 'mmdet3d'

@@ -9,8 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from projects.datasets.can_bus import (CAN_BUS_DIM, CanBusReader, check_can_bus_root,
-                                       frame_can_bus)
+from projects.datasets.can_bus import CAN_BUS_DIM, CanBusReader, check_can_bus_root, frame_can_bus
 from projects.datasets.nuscenes_infos import matrix_to_quaternion, pose_matrix
 
 SCENE = 'scene-0001'

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.hooks import Hook
+from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -55,10 +55,12 @@ class _CrashAfterFirstEpoch(Hook):
 def _runner(work_dir, max_epochs=2, resume=False, custom_hooks=()):
     torch.manual_seed(0)  # the model is built before the Runner seeds
     return Runner(
-        model=_LinearModel(), custom_hooks=list(custom_hooks), work_dir=str(work_dir), resume=resume,
+        model=_LinearModel(), custom_hooks=list(custom_hooks), work_dir=str(work_dir),
+        resume=resume,
         experiment_name=f'exp-{max_epochs}-{resume}-{os.path.basename(work_dir)}',
         randomness=dict(seed=0),
-        train_dataloader=dict(dataset=_Regression(), batch_size=4, collate_fn=dict(type='default_collate'),
+        train_dataloader=dict(dataset=_Regression(), batch_size=4,
+                              collate_fn=dict(type='default_collate'),
                               sampler=dict(type='DefaultSampler', shuffle=True)),
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
@@ -134,7 +136,8 @@ def test_checkpoints_get_the_permissions_of_plain_writes(tmp_path):
     AtomicLocalBackend().put(b'weights', tmp_path / 'epoch_1.pth')
     with open(tmp_path / 'plain', 'wb'):
         pass
-    assert (tmp_path / 'epoch_1.pth').stat().st_mode & 0o777 == (tmp_path / 'plain').stat().st_mode & 0o777
+    mode = (tmp_path / 'epoch_1.pth').stat().st_mode & 0o777
+    assert mode == (tmp_path / 'plain').stat().st_mode & 0o777
 
 
 KILLED_WRITER = '''

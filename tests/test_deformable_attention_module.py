@@ -84,9 +84,10 @@ def test_same_state_dict_keys_and_init():
 
 
 def test_built_from_the_registries_under_its_own_name():
-    from projects.deformable_attention.module import FastMultiScaleDeformableAttention
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmengine.registry import MODELS
+
+    from projects.deformable_attention.module import FastMultiScaleDeformableAttention
     config = dict(type='FastMultiScaleDeformableAttention', embed_dims=32, num_heads=4)
     assert type(MMDET_MODELS.build(config)) is FastMultiScaleDeformableAttention
     assert type(MODELS.build(config)) is FastMultiScaleDeformableAttention

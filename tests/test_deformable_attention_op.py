@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-
 from numeric_helpers import assert_relative_close
+
 from projects.common.benchmark import measure
 from projects.deformable_attention import multi_scale_deformable_attention, ops
 
@@ -122,8 +122,8 @@ def test_non_contiguous_inputs():
 
 def test_no_queries():
     inputs = make_inputs(num_queries=0)
-    output, grad_value, grad_locations, _ = outputs_and_grads(multi_scale_deformable_attention,
-                                                             inputs)
+    output, grad_value, grad_locations, _ = outputs_and_grads(
+        multi_scale_deformable_attention, inputs)
     assert output.shape == (2, 0, 8) and grad_locations.shape == inputs[3].shape
     assert not grad_value.any()
 

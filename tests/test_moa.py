@@ -7,15 +7,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from mmdet.registry import MODELS
-
 from backbone_helpers import randomize_
+from mmdet.registry import MODELS
 from numeric_helpers import assert_max_abs_close, assert_relative_close
+
 from projects.common.window_ops import window_layout
 from projects.moa import MOABackbone, convert_moa_checkpoint
 from projects.moa.moa import MOAModule, OfficialMOAModule, patch_offset_index
 from projects.swin.swin import SwinBlock, relative_position_index
-
 
 SMALL = dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4,
              reduction=4)

@@ -7,10 +7,10 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from backbone_helpers import randomize_
 from mmengine.config import Config
 from torch import nn
 
-from backbone_helpers import randomize_
 from projects.common.export import export_mode, is_exporting
 from projects.deformable_attention.ops import multi_scale_deformable_attention
 from projects.moa import MOABackbone

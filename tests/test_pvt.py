@@ -7,16 +7,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from mmdet.models.backbones import PyramidVisionTransformer, PyramidVisionTransformerV2
 from mmdet.models.backbones.pvt import pvt_convert
 from mmdet.registry import MODELS
+from official_layouts import official_pvt_state_dict
 from torch import nn
 
-from official_layouts import official_pvt_state_dict
-from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from projects.pvt import PVTBackbone, PVTV2Backbone, convert_pvt_checkpoint
 from projects.pvt.pvt import SpatialReductionAttention
-
 
 SMALL = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8), depths=(1, 2, 1, 1))
 MMDET_SMALL = dict(embed_dims=16, num_heads=[1, 2, 4, 8], num_layers=[1, 2, 1, 1])

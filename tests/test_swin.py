@@ -5,19 +5,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from mmdet.models.backbones import SwinTransformer
 from mmdet.models.backbones.swin import swin_converter
 from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
+from official_layouts import official_swin_state_dict
 from torch import nn
 
-from official_layouts import official_swin_state_dict
-from backbone_helpers import assert_checkpointing_matches, assert_outputs_close, randomize_
 from projects.common.window_ops import (gather_windows, linear, scatter_windows, shift_window_mask,
                                         window_attention, window_layout)
 from projects.swin import SwinBackbone, SwinV2Backbone, convert_swin_checkpoint
 from projects.swin.swin import SwinBlockV2, WindowAttentionV2
-
 
 SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
 SWIN_T = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)

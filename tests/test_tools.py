@@ -7,11 +7,10 @@ from typing import List
 
 import pytest
 import torch
+from dist_helpers import config_saving_rank_weights, rank_weights, run_dist_tool, run_ranks
 from mmengine.fileio import load
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-
-from dist_helpers import config_saving_rank_weights, rank_weights, run_dist_tool, run_ranks
 
 from projects.datasets import prepare_toy_coco
 from projects.engine import launch

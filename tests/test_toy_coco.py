@@ -201,9 +201,9 @@ def test_cli(tmp_path, capsys):
 
 def test_mmdet_coco_dataset_loads_it(dataset):
     pytest.importorskip('mmcv')
+    from mmcv.transforms import LoadImageFromFile
     from mmdet.datasets import CocoDataset
     from mmdet.datasets.transforms import LoadAnnotations
-    from mmcv.transforms import LoadImageFromFile
 
     split = dataset['train']
     dataset_kwargs = dict(data_root=dataset['out_dir'], metainfo=dict(classes=CLASSES),

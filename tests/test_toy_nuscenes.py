@@ -9,16 +9,15 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from file_helpers import DEMO_INFO_PATH, file_bytes
 import torch
+from file_helpers import DEMO_INFO_PATH, file_bytes
 
 from projects.datasets.can_bus import CanBusReader
 from projects.datasets.nuscenes_infos import (CAMERA_CHANNELS, NUSCENES_CLASSES, TEMPORAL_KEYS,
                                               add_temporal_fields, augment_nuscenes_infos,
                                               build_nuscenes_infos, load_nuscenes)
-from projects.datasets.toy_nuscenes import (CAN_POSE_INTERVAL_US, CAN_POSE_OFFSET_US,
-                                            OBJECT_SPECS, RIG, ego_motion,
-                                            generate_toy_nuscenes, plan_scene,
+from projects.datasets.toy_nuscenes import (CAN_POSE_INTERVAL_US, CAN_POSE_OFFSET_US, OBJECT_SPECS,
+                                            RIG, ego_motion, generate_toy_nuscenes, plan_scene,
                                             prepare_toy_nuscenes, rig_from_info, scene_names,
                                             scene_trajectory, toy_nuscenes_ready)
 
@@ -149,8 +148,8 @@ def test_every_split_has_every_class_with_points_in_range(nusc):
 
 
 def test_sizes_attributes_and_no_overlap(nusc):
-    from shapely.geometry import Polygon
     from nuscenes.eval.detection.utils import detection_name_to_rel_attributes
+    from shapely.geometry import Polygon
     category_spec = {spec.category: spec for spec in OBJECT_SPECS.values()}
     for sample in nusc.sample:
         footprints = []

@@ -57,11 +57,10 @@ import random
 from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
-from mmengine.dataset import Compose
-from mmengine.logging import print_log
-
 from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.registry import DATASETS
+from mmengine.dataset import Compose
+from mmengine.logging import print_log
 
 from ..datasets.can_bus import CAN_BUS_DIM, frame_can_bus
 from .transforms import PackBEVInputs

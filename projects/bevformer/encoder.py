@@ -40,8 +40,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN
-from mmdet.models.layers import LearnedPositionalEncoding
 from mmdet3d.registry import MODELS
+from mmdet.models.layers import LearnedPositionalEncoding
 from mmengine.model import BaseModule, ModuleList, xavier_init
 from torch import Tensor, nn
 

@@ -23,13 +23,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from mmcv.cnn import Linear
 from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttention
+from mmdet3d.registry import MODELS, TASK_UTILS
+from mmdet3d.structures import LiDARInstance3DBoxes
+from mmdet3d.structures.bbox_3d import get_box_type
 from mmdet.models.layers import DeformableDetrTransformerDecoderLayer, inverse_sigmoid
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
 from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
 from mmdet.utils import reduce_mean
-from mmdet3d.registry import MODELS, TASK_UTILS
-from mmdet3d.structures import LiDARInstance3DBoxes
-from mmdet3d.structures.bbox_3d import get_box_type
 from mmengine.model import BaseModule, ModuleList, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn

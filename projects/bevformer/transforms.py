@@ -59,12 +59,11 @@ import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
-from mmengine.fileio import get
-
-from mmdet.datasets.transforms import PhotoMetricDistortion
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures import Box3DMode, LiDARInstance3DBoxes
+from mmdet.datasets.transforms import PhotoMetricDistortion
+from mmengine.fileio import get
 
 __all__ = [
     'LoadMultiViewImages', 'MultiViewResize', 'MultiViewCrop', 'MultiViewFlip',

@@ -4,4 +4,4 @@ from .checkpoint_io import install as install_checkpoint_io
 
 install_checkpoint_io()
 
-from . import hooks, visualization  # noqa: E402,F401  (register NonFiniteLossHook, ScoreOrderedDetVisualizer)
+from . import hooks, visualization  # noqa: E402,F401  (register hooks and the visualizer)

@@ -72,7 +72,8 @@ def checkpoint_safe_globals() -> list:
     return [HistoryBuffer, (_history_buffer_attribute, 'builtins.getattr')] + _numpy_globals()
 
 
-def load_from_local_weights_only(filename: str, map_location: Union[str, Callable, None] = None) -> Any:
+def load_from_local_weights_only(filename: str,
+                                 map_location: Union[str, Callable, None] = None) -> Any:
     """``torch.load`` with ``weights_only=True`` and an error naming the file on refusal."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):

@@ -60,7 +60,7 @@ def unwrap_state_dict(checkpoint: dict) -> StateDict:
             checkpoint = checkpoint[key]
             break
     state_dict = {}
-    has_backbone = any(k.startswith('backbone.') or k.startswith('module.backbone.') for k in checkpoint)
+    has_backbone = any(k.startswith(('backbone.', 'module.backbone.')) for k in checkpoint)
     for key, value in checkpoint.items():
         if not isinstance(value, torch.Tensor):
             continue

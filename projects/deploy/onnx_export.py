@@ -25,10 +25,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmengine.config import Config
-from mmengine.logging import print_log
 from mmdet.models.detectors import DetectionTransformer, TwoStageDetector
 from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.logging import print_log
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 

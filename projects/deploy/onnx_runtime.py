@@ -15,12 +15,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.logging import MMLogger, print_log
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner, load_checkpoint
-from mmdet.structures import DetDataSample
 from torch import nn
 from torch.utils import _pytree as pytree
 

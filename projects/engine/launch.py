@@ -128,7 +128,8 @@ def check_annotation_file(path: str, key: str) -> None:
         try:
             content = json.load(f)
         except json.JSONDecodeError as error:
-            raise ValueError(f'{key}: annotation file {path!r} is not valid JSON: {error}') from None
+            raise ValueError(f'{key}: annotation file {path!r} is not valid JSON: '
+                             f'{error}') from None
     if not isinstance(content, dict) or 'images' not in content:
         found = (f'an object with keys {sorted(content)[:5]}' if isinstance(content, dict) else
                  f'a JSON {type(content).__name__}')
@@ -257,7 +258,8 @@ def train(argv: Optional[List[str]] = None) -> Runner:
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise ValueError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')
+            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
+                             f'{args.config}')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         latest = latest_complete_checkpoint(cfg.work_dir)

@@ -60,10 +60,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.export import cache_unless_exporting
 from ..common.layers import attention, drop_path

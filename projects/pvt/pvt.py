@@ -21,10 +21,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import attention, drop_path
 from .convert import checkpoint_layout as pvt_checkpoint_layout

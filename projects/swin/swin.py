@@ -25,10 +25,10 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mmdet.registry import MODELS
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path
 from ..common.window_ops import (CHUNK_ROWS, WindowLayout, cat_tokens, gather_windows, linear,

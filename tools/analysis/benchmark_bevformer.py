@@ -29,8 +29,8 @@ from mmengine.structures import InstanceData  # noqa: E402
 
 import projects  # noqa: E402,F401
 from projects.bevformer.rig import nuscenes_rig_lidar2img  # noqa: E402
-from projects.datasets.can_bus import frame_can_bus  # noqa: E402
 from projects.common.benchmark import format_mib, measure  # noqa: E402
+from projects.datasets.can_bus import frame_can_bus  # noqa: E402
 
 # image (H, W) the published configs feed the network, by their resize scale of 1600x900
 DEFAULT_IMAGE_SIZE = (450, 800)

@@ -27,8 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 from projects.common.benchmark import format_mib, measure  # noqa: E402
-from projects.deformable_attention import (SAMPLING_OPS,  # noqa: E402
-                                           multi_scale_deformable_attention)
+from projects.deformable_attention import SAMPLING_OPS, multi_scale_deformable_attention  # noqa
 
 ENCODER_LEVELS = '100x150,50x75,25x38,13x19'
 OP_ARGUMENTS = ('value', 'spatial_shapes', 'level_start_index', 'sampling_locations',

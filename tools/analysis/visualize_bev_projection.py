@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from projects.bevformer.visualization import (  # noqa: E402
-    DEFAULT_POINT_CLOUD_RANGE, visualize_bev_projection)
+from projects.bevformer.visualization import DEFAULT_POINT_CLOUD_RANGE  # noqa: E402
+from projects.bevformer.visualization import visualize_bev_projection
 
 # the team's real demo frame, beside the repository (any nuScenes-style root works)
 DEFAULT_DATA_ROOT = osp.normpath(osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..',

@@ -46,5 +46,5 @@ toy_val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(_dataset, ann_file='annotations/instances_val.json',
                  data_prefix=dict(img='val/'), test_mode=True, pipeline=_test_pipeline))
-toy_val_evaluator = dict(type='CocoMetric', ann_file=toy_data_root + 'annotations/instances_val.json',
-                         metric='bbox')
+toy_val_evaluator = dict(
+    type='CocoMetric', ann_file=toy_data_root + 'annotations/instances_val.json', metric='bbox')

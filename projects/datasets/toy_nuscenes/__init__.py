@@ -71,16 +71,16 @@ only modules listed before it, never this ``__init__``.
 """
 
 # Every public name of the former single module ``toy_nuscenes.py`` is re-exported here.
-from .generate import (FORMAT_VERSION, INFO_PREFIX, JPEG_QUALITY,  # noqa: F401
-                       MANIFEST_NAME, MAX_SAMPLES_PER_SCENE, MIN_IMAGE_SIDE, VERSION,
-                       generate_toy_nuscenes, prepare_toy_nuscenes, toy_nuscenes_ready)
+from .generate import (FORMAT_VERSION, INFO_PREFIX, JPEG_QUALITY, MANIFEST_NAME,  # noqa: F401
+                       MAX_SAMPLES_PER_SCENE, MIN_IMAGE_SIDE, VERSION, generate_toy_nuscenes,
+                       prepare_toy_nuscenes, toy_nuscenes_ready)
 from .lidar import (AZIMUTH_STEP_DEG, GROUND_INTENSITY, GROUND_THINNING,  # noqa: F401
                     LIDAR_ELEVATIONS_DEG, LIDAR_MAX_RANGE, MIN_INSIDE_DEPTH, SURFACE_DEPTH)
 from .plan import (CLEARANCE_STEPS, EGO_CLEARANCE, EGO_MAX_ACCEL, EGO_MAX_PATH,  # noqa: F401
                    EGO_MAX_YAW_RATE, EGO_SPEED, FIRST_TIMESTAMP_US, KEYFRAME_INTERVAL_US,
-                   MAX_EGO_DISTANCE, MAX_OCCLUSION, MOVING_FRACTION, OBJECT_GAP,
-                   PLACEMENT_TRIES, SCENE_ATTEMPTS, SIZE_JITTER, EgoTrajectory, ScenePlan,
-                   ToyObject, ego_motion, plan_scene, scene_names, scene_trajectory)
+                   MAX_EGO_DISTANCE, MAX_OCCLUSION, MOVING_FRACTION, OBJECT_GAP, PLACEMENT_TRIES,
+                   SCENE_ATTEMPTS, SIZE_JITTER, EgoTrajectory, ScenePlan, ToyObject, ego_motion,
+                   plan_scene, scene_names, scene_trajectory)
 from .render import CHECKER_SIZE, LIGHT_DIRECTION, NEAR_PLANE  # noqa: F401
 from .rig import REAL_IMAGE_SIZE, RIG, camera_intrinsic, rig_from_info, sensor2ego  # noqa: F401
 from .tables import CAN_POSE_INTERVAL_US, CAN_POSE_MARGIN_US, CAN_POSE_OFFSET_US  # noqa: F401

@@ -16,12 +16,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..nuscenes_infos import (CAMERA_CHANNELS, LIDAR_CHANNEL, create_nuscenes_infos,
-                              info_file_name, load_nuscenes)
+from ..nuscenes_infos import (CAMERA_CHANNELS, LIDAR_CHANNEL, create_nuscenes_infos, info_file_name,
+                              load_nuscenes)
 from .plan import ScenePlan, plan_scene, scene_names
 from .render import _render_camera, _visibility_token
-from .tables import (_can_bus_file, _can_bus_pose_messages, _log_name, _map_records,
-                     _sample_file, _scene_records, _static_tables, _write_json)
+from .tables import (_can_bus_file, _can_bus_pose_messages, _log_name, _map_records, _sample_file,
+                     _scene_records, _static_tables, _write_json)
 from .world import LOCATIONS, _ego2global, _object_boxes
 
 VERSION = 'v1.0-mini'

@@ -12,7 +12,6 @@ import numpy as np
 
 from ..nuscenes_infos import CAMERA_CHANNELS, LIDAR_CHANNEL, matrix_to_quaternion, pose_matrix
 
-
 # Sensor extrinsics (sensor->ego translation in metres, rotation as a [w, x, y, z] quaternion)
 # and camera intrinsics (fx, fy, cx, cy in pixels of the 1600x900 images) of nuScenes v1.0-mini
 # log n015-2018-07-24-11-22-45+0800, read from the mmdet3d info of one of its keyframes
