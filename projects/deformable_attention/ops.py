@@ -1,5 +1,8 @@
 """Multi-scale deformable attention, written once for Deformable DETR and BEVFormer.
 
+"Deformable DETR: Deformable Transformers for End-to-End Object Detection" (Zhu et al., ICLR 2021;
+fundamentalvision/Deformable-DETR); the reference we match is mmcv's port of its op.
+
 Semantics are exactly those of mmcv's ``multi_scale_deformable_attn_pytorch``: every query, head,
 level and point bilinearly samples its level's value map at a normalised location (x, y) in
 [0, 1] (pixel coordinate ``loc * size - 0.5``, i.e. ``grid_sample(align_corners=False)``, zeros

@@ -6,9 +6,11 @@ v2: "Swin Transformer V2: Scaling Up Capacity and Resolution" (Liu et al., 2022)
 attention, a continuous position bias from an MLP over log-spaced relative coordinates and
 res-post-norm.
 
-Numerics follow the detection variant of Swin (official detection code, mmdet's
-``SwinTransformer``): every block pads its input with zeros to whole windows (padded tokens take
-part in attention, unmasked), shifts windows by half a window with the usual -100 mask, and crops.
+Numerics follow the detection variant of Swin (official detection code, SwinTransformer/Swin-
+Transformer-Object-Detection, and mmdet's ``SwinTransformer``; the classification code and weights:
+microsoft/Swin-Transformer): every block pads its input with zeros to whole windows (padded tokens
+take part in attention, unmasked), shifts windows by half a window with the usual -100 mask, and
+crops.
 
 Layout: the residual stream stays an unpadded raster token map (B, H*W, C); nothing per token
 (norms, MLP, residual adds) runs on padding. A block does not pad, roll, partition, reverse, roll
