@@ -121,6 +121,16 @@ def test_pvt_exports_with_free_height_and_width(tmp_path):
 
 
 @needs_onnx
+@pytest.mark.parametrize('config', ['retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py',
+                                    'retinanet_moa-nano_fpn_1xb8-50e_toy-coco.py'])
+def test_window_backbones_refuse_free_input_size_naming_themselves(tmp_path, config):
+    from projects.deploy.onnx_export import ExportError
+    with pytest.raises(ExportError, match=r'RetinaNet: (Swin|MOA)Backbone needs the input size '
+                       r'fixed in the graph .* instead of --dynamic'):
+        _export(tmp_path, osp.join(TOY, config), input_hw=(64, 64), dynamic=True)
+
+
+@needs_onnx
 def test_another_size_than_exported_is_refused_before_inference(tmp_path):
     from projects.deploy.onnx_runtime import OnnxRuntimeNetwork
     out, _ = _export(tmp_path, osp.join(TOY, 'retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py'),

@@ -44,6 +44,9 @@ class StagedBackbone(BaseModule):
     # (``projects/<family>/convert.py``)
     checkpoint_converter: Callable
     checkpoint_layout: Callable
+    # whether an ONNX export may leave the input height and width free (``--dynamic``); False
+    # where the graph needs sizes derived from them as constants
+    onnx_free_input_size = True
 
     def __init__(self, pretrained: Optional[str] = None, init_cfg: Optional[dict] = None,
                  allow_partial_checkpoint: bool = False) -> None:

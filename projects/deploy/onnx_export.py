@@ -144,6 +144,12 @@ def export_onnx(network: nn.Module, inputs: Tuple[Tensor, ...], out_file: str,
         raise ExportError(f'{type(network.detector).__name__} exports through the TorchScript '
                           'exporter, whose graph is fixed to the exported size; export one file '
                           'per input size instead of --dynamic')
+    backbone = getattr(network.detector, 'backbone', None)
+    if dynamic and not getattr(backbone, 'onnx_free_input_size', True):
+        raise ExportError(f'{type(network.detector).__name__}: {type(backbone).__name__} needs '
+                          'the input size fixed in the graph (window padding and layout are '
+                          'computed from it); export one file per input size (--shape H W) '
+                          'instead of --dynamic')
     network.eval()
     with torch.no_grad():
         reference = [t.numpy() for t in network(*inputs)]

@@ -362,6 +362,8 @@ class MOABackbone(StagedBackbone):
 
     checkpoint_converter = staticmethod(convert_moa_checkpoint)
     checkpoint_layout = staticmethod(moa_checkpoint_layout)
+    # window padding and the window index plan are computed from the map sizes as Python ints
+    onnx_free_input_size = False
 
     def __init__(self,
                  arch: str = 'tiny',

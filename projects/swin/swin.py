@@ -374,6 +374,8 @@ class SwinBackbone(StagedBackbone):
     checkpoint_layout = staticmethod(swin_checkpoint_layout)
 
     merging_norm_after = False
+    # window padding and the window index plan are computed from the map sizes as Python ints
+    onnx_free_input_size = False
 
     def __init__(self,
                  embed_dims: int = 96,

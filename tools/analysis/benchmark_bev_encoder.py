@@ -161,7 +161,7 @@ def visible_query_scaling(size: str, repeats: int) -> None:
     cases.append(('projection (all cells)', x['mask']))
     cases.append(('every camera x every query', torch.ones_like(x['mask'])))
     for name, mask in cases:
-        call = torch.no_grad()(lambda m=mask: attn(x['query'], x['pos'], x['feats'], x['shapes'],
+        call = torch.no_grad()(lambda m=mask: attn(x['query'], x['feats'], x['shapes'],
                                                    x['starts'], x['points_cam'], m))
         seconds, _ = measure_interleaved({name: call}, repeats=repeats, warmup=1)[name]
         hits = mask.any(-1)
