@@ -319,3 +319,18 @@ def test_padded_hit_area_counts_the_padding_strip_as_the_official_code():
         _, padded = project_to_cameras(points, lidar2img, image_hw, (64, 64), 'padded')
         _, image = project_to_cameras(points, lidar2img, image_hw, (64, 64), 'image')
         assert bool(padded[0, 0, 0]) == padded_hit and bool(image[0, 0, 0]) == image_hit
+
+
+def test_encoder_benchmark_tool_runs_every_part(capsys):
+    """tools/analysis/benchmark_bev_encoder.py at the tiny size, one repeat, forward parts and
+    the spatial cross-attention's cost against its hits."""
+    import importlib.util
+    import os.path as osp
+    tool_file = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'analysis',
+                         'benchmark_bev_encoder.py')
+    spec = importlib.util.spec_from_file_location('benchmark_bev_encoder', tool_file)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(['--sizes', 'tiny', '--repeats', '1', '--skip-backward'])
+    printed = capsys.readouterr().out
+    assert 'encoder forward' in printed and 'every camera x every query' in printed
