@@ -1,11 +1,21 @@
 """Small layers shared by the backbone families."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .export import is_exporting
+
+
+def tokens_to_map(x: Tensor, hw: Tuple[int, int]) -> Tensor:
+    """(B, h*w, C) raster tokens -> (B, C, h, w) map, a channels-last view (no copy)."""
+    return x.unflatten(1, hw).permute(0, 3, 1, 2)
+
+
+def map_to_tokens(x: Tensor) -> Tensor:
+    """(B, C, h, w) map -> (B, h*w, C) raster tokens (a view of a channels-last map)."""
+    return x.flatten(2).transpose(1, 2)
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:

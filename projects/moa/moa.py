@@ -28,7 +28,7 @@ official network's stage outputs (compared with the official code in docs/offici
   ``post_conv``); the attention's output is not added to the query embedding.
 - token maps: the official reshapes the (B, H*W, C) tokens to (B, C, H, W) with ``view`` /
   ``reshape`` and no permute before the 1x1 reduction, so it convolves a scrambled grid of
-  channel values; ours permutes (:func:`~projects.pvt.pvt.tokens_to_map`).
+  channel values; ours permutes (:func:`~projects.common.layers.tokens_to_map`).
 - patch tokens: the official views the (B, D, gh, gw) query patches and the (B, D, gh*gw)
   ``nn.Unfold`` key patches as (B, gh*gw, D) without a transpose, so a "patch token" mixes
   features of many patches; ours transposes, so token p holds exactly patch p. The features keep
@@ -66,9 +66,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.export import cache_unless_exporting
-from ..common.layers import attention, drop_path
+from ..common.layers import attention, drop_path, map_to_tokens, tokens_to_map
 from ..common.window_ops import gather_tokens, window_layout
-from ..pvt.pvt import map_to_tokens, tokens_to_map
 from ..swin.swin import Mlp, PatchEmbed, PatchMerging, SwinBlock, WindowAttention
 from .convert import checkpoint_layout as moa_checkpoint_layout
 from .convert import convert_moa_checkpoint

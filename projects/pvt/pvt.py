@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..common.backbone import StagedBackbone, check_stage_indices
-from ..common.layers import attention, drop_path
+from ..common.layers import attention, drop_path, map_to_tokens, tokens_to_map
 from .convert import checkpoint_layout as pvt_checkpoint_layout
 from .convert import convert_pvt_checkpoint
 
@@ -55,16 +55,6 @@ PVTV2_ARCHS = {
     'b4': _arch((3, 8, 27, 3)),
     'b5': _arch((3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
 }
-
-
-def tokens_to_map(x: Tensor, hw: Tuple[int, int]) -> Tensor:
-    """(B, h*w, C) raster tokens -> (B, C, h, w) map, a channels-last view (no copy)."""
-    return x.unflatten(1, hw).permute(0, 3, 1, 2)
-
-
-def map_to_tokens(x: Tensor) -> Tensor:
-    """(B, C, h, w) map -> (B, h*w, C) raster tokens (a view of a channels-last map)."""
-    return x.flatten(2).transpose(1, 2)
 
 
 def pad_to_kernel(x: Tensor, size: int) -> Tensor:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..common.backbone import StagedBackbone, check_stage_indices
-from ..common.layers import drop_path
+from ..common.layers import drop_path, map_to_tokens, tokens_to_map
 from ..common.window_ops import (CHUNK_ROWS, WindowLayout, cat_tokens, gather_windows, linear,
                                  scatter_windows, token_chunks, window_attention, window_layout)
 from .convert import checkpoint_layout as swin_checkpoint_layout
@@ -267,7 +267,7 @@ class PatchEmbed(nn.Module):
         if H % self.patch_size or W % self.patch_size:
             x = F.pad(x, (0, -W % self.patch_size, 0, -H % self.patch_size))
         x = self.proj(x)  # (B, C, h, w)
-        return self.norm(x.flatten(2).transpose(1, 2)), tuple(x.shape[-2:])
+        return self.norm(map_to_tokens(x)), tuple(x.shape[-2:])
 
 
 class PatchMerging(nn.Module):
@@ -450,7 +450,7 @@ class SwinBackbone(StagedBackbone):
             out, x, next_hw = stage(x, hw)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)  # (B, h * w, C_i)
-                outs.append(out.view(-1, *hw, out.shape[-1]).permute(0, 3, 1, 2).contiguous())
+                outs.append(tokens_to_map(out, hw).contiguous())
             hw = next_hw
         return outs
 
