@@ -45,6 +45,7 @@ from mmdet.models.layers import LearnedPositionalEncoding
 from mmengine.model import BaseModule, ModuleList, xavier_init
 from torch import Tensor, nn
 
+from ..common.layers import use_fast_dropout_
 from ..datasets.can_bus import CAN_BUS_DIM
 from .attention import BEVSpatialCrossAttention, BEVTemporalSelfAttention
 from .geometry import (HIT_AREAS, align_previous_bev, bev_cell_centers, can_bus_bev_shift,
@@ -79,6 +80,7 @@ class BEVFormerEncoderLayer(BaseModule):
         self.ffn = FFN(embed_dims=embed_dims, feedforward_channels=feedforward_channels,
                        ffn_drop=ffn_drop, act_cfg=dict(type='ReLU', inplace=True))
         self.norms = ModuleList([build_norm_layer(norm_cfg, embed_dims)[1] for _ in range(3)])
+        use_fast_dropout_(self)  # the attentions' and the FFN's dropouts
 
     def forward(self, bev_query: Tensor, bev_pos: Tensor, previous_bev: Optional[Tensor],
                 has_previous: Optional[Tensor], bev_reference_points: Tensor, bev_hw: Tensor,

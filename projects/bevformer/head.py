@@ -34,6 +34,7 @@ from mmengine.model import BaseModule, ModuleList, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from ..common.layers import use_fast_dropout_
 from ..deformable_attention.detr import swap_deformable_attention
 from .box_coder import (CENTER_SLOTS, CODE_SIZE, GEOMETRY_SLOTS, V017_TO_V1_CODE, centres_to_metres,
                         decode_top_k, encode_boxes)
@@ -161,6 +162,7 @@ class BEVFormerHead(BaseModule):
             self._decoder_layer(embed_dims, num_heads, num_points, feedforward_channels, dropout,
                                 attention_cfg) for _ in range(num_layers)
         ])
+        use_fast_dropout_(self.layers)
         cls_branch = self._branch(embed_dims, num_reg_fcs, num_classes, with_norm=True)
         reg_branch = self._branch(embed_dims, num_reg_fcs, CODE_SIZE, with_norm=False)
         if share_branches:

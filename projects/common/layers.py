@@ -3,7 +3,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .export import is_exporting
 
@@ -42,3 +42,30 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
         return (scores if mask is None else scores + mask).softmax(-1) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                           dropout_p=dropout_p)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (zero each element with probability p, scale the rest by 1 / (1 - p)) with
+    its mask drawn by ``rand_like`` instead of ``bernoulli_``: on CPU, PyTorch's dropout draws
+    element by element, ``rand_like`` in vectorised blocks. Same distribution and the same saved
+    float mask as PyTorch's; another random stream."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        mask = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # 0 or 1 / (1 - p)
+        return x.mul_(mask) if self.inplace else x * mask
+
+
+def use_fast_dropout_(module: nn.Module) -> nn.Module:
+    """Replaces every ``nn.Dropout`` in ``module`` (mmcv's FFN, attention layers) by
+    :class:`Dropout` with the same probability, in place; dropout holds no weights, so state
+    dicts are unchanged."""
+    for name, child in module.named_children():
+        if type(child) is nn.Dropout:
+            setattr(module, name, Dropout(child.p, child.inplace))
+        else:
+            use_fast_dropout_(child)
+    return module
