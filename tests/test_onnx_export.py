@@ -79,6 +79,22 @@ def test_deformable_attention_export_path_computes_the_op():
     torch.testing.assert_close(exported.nan_to_num(), fast.nan_to_num(), atol=1e-5, rtol=1e-5)
 
 
+def test_random_weights_for_export_are_initialised_and_reproducible():
+    """Without a checkpoint the detector is initialised as for training (mmdet's DETR holds
+    uninitialised memory until init_weights), the same under the same seed, no file read."""
+    from projects.deploy.onnx_runtime import build_detector
+    config = Config.fromfile(osp.join(TOY, 'deformable-detr_swin-nano_1xb8-12e_toy-coco.py'))
+    config.model.backbone.init_cfg = dict(type='Pretrained', checkpoint='/nonexistent.pth')
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        weights.append(build_detector(config).state_dict())
+    for key, value in weights[0].items():
+        assert torch.isfinite(value.float()).all(), key
+        assert torch.equal(value, weights[1][key]), key
+    assert weights[0]['level_embed'].abs().sum() > 0
+
+
 # ------------------------------------------------------------------ files in ONNX Runtime
 def _export(tmp_path, config, **kwargs):
     from projects.deploy.onnx_export import export_detector

@@ -5,6 +5,7 @@ this module does everything around it the same way for all families: read the fi
 mmengine, so ``open-mmlab://`` and URLs work too), unwrap the state dict, strip detector prefixes,
 check shapes, load, and report missing and unexpected keys.
 """
+import logging
 import os.path as osp
 from collections import Counter
 from typing import Callable, Dict, Optional, Tuple
@@ -168,3 +169,16 @@ def load_pretrained(model: nn.Module, filename: str, convert: Optional[Converter
         logger.warning(f'missing keys (left at their initialisation): {sorted(missing)}')
     if unexpected:
         logger.warning(f'unexpected keys in {filename} (ignored): {sorted(unexpected)}')
+
+
+def init_weights_quietly(model: nn.Module) -> nn.Module:
+    """``model.init_weights()`` without mmengine's INFO log of every initialised tensor (it
+    writes one entry per parameter); warnings and errors still show."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    return model

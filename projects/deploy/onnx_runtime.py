@@ -10,7 +10,6 @@ of :mod:`projects.deploy.bevformer_onnx`; two-stage detectors: ``OnnxRuntimeTwoS
 """
 import copy
 import json
-import logging
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -18,11 +17,13 @@ import torch
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import print_log
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from torch import nn
 from torch.utils import _pytree as pytree
+
+from ..common.pretrained import init_weights_quietly
 
 __all__ = ['OnnxRuntimeNetwork', 'OnnxRuntimeDetector', 'build_detector', 'evaluate_onnx',
            'METADATA_KEY']
@@ -134,13 +135,7 @@ def build_detector(config: Config, checkpoint: Optional[str] = None) -> nn.Modul
         model = _without_pretrained(model)
     detector = MODELS.build(model)
     if checkpoint is None:
-        logger = MMLogger.get_current_instance()  # init_weights logs every tensor at INFO
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            detector.init_weights()
-        finally:
-            logger.setLevel(level)
+        init_weights_quietly(detector)
     else:
         load_checkpoint(detector, checkpoint, map_location='cpu')
     return detector.eval()

@@ -11,7 +11,6 @@ a radius, against every camera attending with every query.
     python tools/analysis/benchmark_bev_encoder.py --sizes tiny small --repeats 3
 """
 import argparse
-import logging
 import os
 import sys
 from typing import Callable, Dict, List
@@ -21,12 +20,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.logging import MMLogger  # noqa: E402
 
 from projects.bevformer import BEVFormerEncoder  # noqa: E402
 from projects.bevformer.geometry import project_to_cameras  # noqa: E402
 from projects.bevformer.rig import nuscenes_rig_lidar2img  # noqa: E402
 from projects.common.benchmark import format_mib, measure_interleaved  # noqa: E402
+from projects.common.pretrained import init_weights_quietly
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENCODERS = os.path.join(REPO, 'configs', '_base_', 'bev_encoders.py')
@@ -60,11 +59,7 @@ def build_encoders(size: str) -> Dict[str, BEVFormerEncoder]:
         layer_cfg['cross_attn_cfg'] = dict(layer_cfg['cross_attn_cfg'], sampling_op=op)
         encoders[op] = BEVFormerEncoder(**dict(cfg, layer_cfg=layer_cfg)).eval()
     torch.manual_seed(0)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # init_weights logs every parameter at INFO
-    encoders['fast'].init_weights()
-    logger.setLevel(level)
+    init_weights_quietly(encoders['fast'])
     encoders['mmcv_pytorch'].load_state_dict(encoders['fast'].state_dict())
     return encoders
 
