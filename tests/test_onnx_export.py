@@ -324,6 +324,17 @@ def test_bevformer_frame_exports_and_matches_pytorch(tmp_path, alignment):
 
 
 @needs_onnx
+def test_bevformer_refuses_free_input_size_before_tracing(tmp_path):
+    from mmengine.registry import DefaultScope
+
+    from projects.deploy.onnx_export import ExportError
+    with DefaultScope.overwrite_default_scope('mmdet3d'), pytest.raises(
+            ExportError, match='BEVFormerDetector exports for one image size .* instead of '
+            '--dynamic'):
+        _export(tmp_path, BEV_CONFIG, input_hw=(96, 160), exporter='dynamo', dynamic=True)
+
+
+@needs_onnx
 def test_bevformer_through_onnx_runtime_predicts_what_pytorch_does(tmp_path):
     """A toy BEVFormer trained one epoch on a tiny generated world, exported: frame by frame over
     the two val scenes (first frames without a previous BEV, the others with the one the graph

@@ -69,8 +69,10 @@ class ExportedBEVFormer(nn.Module):
     def dynamic_shapes(self, dynamic: bool) -> None:
         """All sizes fixed (the image size is fixed at export; the dynamo exporter only)."""
         if dynamic:
-            raise ValueError('BEVFormer exports for one image size (the encoder needs its '
-                             'level sizes as Python ints): export one file per size')
+            from .onnx_export import ExportError
+            raise ExportError('BEVFormerDetector exports for one image size (the encoder needs '
+                              'its level sizes as Python ints): export one file per input size '
+                              'instead of --dynamic')
         return None
 
     def example_inputs(self, input_hw: Tuple[int, int],

@@ -150,6 +150,7 @@ def export_onnx(network: nn.Module, inputs: Tuple[Tensor, ...], out_file: str,
                           'the input size fixed in the graph (window padding and layout are '
                           'computed from it); export one file per input size (--shape H W) '
                           'instead of --dynamic')
+    shapes = network.dynamic_shapes(dynamic) if exporter == 'dynamo' else None
     network.eval()
     with torch.no_grad():
         reference = [t.numpy() for t in network(*inputs)]
@@ -160,7 +161,7 @@ def export_onnx(network: nn.Module, inputs: Tuple[Tensor, ...], out_file: str,
             if exporter == 'dynamo':
                 # free height and width, with the ranges and guards the model's code implies
                 program = torch.export.export(network, inputs, strict=False,
-                                              dynamic_shapes=network.dynamic_shapes(dynamic))
+                                              dynamic_shapes=shapes)
                 torch.onnx.export(program, dynamo=True, opset_version=opset,
                                   input_names=network.input_names, verbose=False,
                                   custom_translation_table=CUSTOM_TRANSLATIONS).save(out_file)
