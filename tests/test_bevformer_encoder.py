@@ -8,7 +8,7 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from mmdet3d.registry import MODELS
 
 from projects.bevformer import BEVSpatialCrossAttention, BEVTemporalSelfAttention
-from projects.bevformer.attention import _pack_hits
+from projects.bevformer.attention import _pack_hits, _sampling_locations
 from projects.bevformer.geometry import (align_previous_bev, bev_cell_centers,
                                          current_to_previous_lidar, lidar_to_global, pillar_points,
                                          project_to_cameras)
@@ -334,3 +334,25 @@ def test_encoder_benchmark_tool_runs_every_part(capsys):
     tool.main(['--sizes', 'tiny', '--repeats', '1', '--skip-backward'])
     printed = capsys.readouterr().out
     assert 'encoder forward' in printed and 'every camera x every query' in printed
+
+
+@pytest.mark.parametrize('num_refs', [1, 4])
+def test_sampling_locations_are_reference_plus_offset_over_map_size(num_refs):
+    """Against the obvious loop: point (p, r) of level l of head h is reference r + offset /
+    (W_l, H_l), for maps of different sizes per level; float32 for half offsets."""
+    rows, heads, levels, per_ref = 5, 3, 2, 2
+    reference = torch.rand(rows, num_refs, 2)
+    offsets = torch.randn(rows, heads, levels, per_ref, num_refs, 2) * 4
+    map_size_xy = torch.tensor([[25, 15], [13, 8]])
+    locations = _sampling_locations(reference, offsets, map_size_xy)
+    assert locations.shape == (rows, heads, levels, per_ref * num_refs, 2)
+    for n in range(rows):
+        for h in range(heads):
+            for level in range(levels):
+                for p in range(per_ref):
+                    for r in range(num_refs):
+                        expected = reference[n, r] + offsets[n, h, level, p, r] / map_size_xy[level]
+                        assert torch.allclose(locations[n, h, level, p * num_refs + r], expected,
+                                              atol=1e-6)
+    half = _sampling_locations(reference, offsets.half(), map_size_xy)
+    assert half.dtype == torch.float32

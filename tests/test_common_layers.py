@@ -6,7 +6,7 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from projects.common.layers import Dropout, use_fast_dropout_
+from projects.common.layers import Dropout, softmax_last_dim, use_fast_dropout_
 
 
 @pytest.mark.parametrize('p', [0.1, 0.5])
@@ -39,3 +39,25 @@ def test_fast_dropout_replaces_every_dropout_and_keeps_the_state_dict():
     assert not any(type(m) is nn.Dropout for m in ffn.modules())
     assert [m.p for m in ffn.modules() if isinstance(m, Dropout)] == [0.2, 0.2]
     assert list(ffn.state_dict()) == keys
+
+
+@pytest.mark.parametrize('shape', [(3, 5, 4), (2, 7, 8), (4, 16), (6, 1)])
+def test_softmax_last_dim_matches_softmax_and_its_gradient(shape):
+    """Forward and backward against torch's softmax (the short-row path below 16, torch's own
+    from 16), and a float64 gradcheck of the short-row path."""
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(shape, dtype=torch.float64)
+    expected, = torch.autograd.grad(x.softmax(-1), x, grad)
+    output = softmax_last_dim(x)
+    actual, = torch.autograd.grad(output, x, grad)
+    assert torch.allclose(output, x.softmax(-1), atol=1e-12)
+    assert torch.allclose(actual, expected, atol=1e-12)
+    assert torch.autograd.gradcheck(softmax_last_dim, (x, ))
+
+
+def test_softmax_last_dim_keeps_non_finite_values_visible():
+    x = torch.tensor([[0.0, float('nan'), 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    output = softmax_last_dim(x)
+    assert torch.isnan(output[0]).all() and torch.isfinite(output[1]).all()
+    x = torch.tensor([[float('inf'), 1.0, 2.0, 3.0]])  # torch gives NaN here as well
+    assert torch.equal(torch.isnan(softmax_last_dim(x)), torch.isnan(x.softmax(-1)))

@@ -186,16 +186,17 @@ NON_FINITE_CASES = {  # name -> (input index, position, bad value)
 }
 
 
-def check_non_finite_semantics(op) -> None:
+def check_non_finite_semantics(op, heads: int = 2) -> None:
     """The op module's documented semantics: a non-finite location or weight makes exactly its
     (batch, query, head) output non-finite, the rest unchanged; a NaN value pixel makes NaN at
     least the outputs that mmcv's grid_sample reference makes NaN."""
-    clean_inputs = make_inputs()
-    clean = op(*clean_inputs).unflatten(-1, (2, -1))  # (bs, queries, heads, dims)
+    clean_inputs = make_inputs(heads=heads)
+    clean = op(*clean_inputs).unflatten(-1, (heads, -1))  # (bs, queries, heads, dims)
     for name, (index, position, bad) in NON_FINITE_CASES.items():
         inputs = [t.clone() for t in clean_inputs]
+        position = position[:2] + (position[2] % heads, ) + position[3:]
         inputs[index][position] = bad
-        output = op(*inputs).unflatten(-1, (2, -1))
+        output = op(*inputs).unflatten(-1, (heads, -1))
         hit = torch.zeros(clean.shape[:3], dtype=torch.bool)
         hit[position[:3]] = True
         assert not torch.isfinite(output[hit]).any(), name
@@ -208,8 +209,9 @@ def check_non_finite_semantics(op) -> None:
 
 @pytest.mark.parametrize('op', [multi_scale_deformable_attention, pytest.param(
     reference, marks=requires_mmcv)], ids=['ours', 'mmcv-reference'])
-def test_non_finite_inputs_are_never_hidden(op):
-    check_non_finite_semantics(op)
+@pytest.mark.parametrize('heads', [2, 1])
+def test_non_finite_inputs_are_never_hidden(op, heads):
+    check_non_finite_semantics(op, heads)
 
 
 TRITON_INTERPRETED = """

@@ -19,6 +19,7 @@ from mmengine.model import BaseModule, constant_init, xavier_init
 from torch import Tensor, nn
 
 from projects.common.export import is_exporting
+from projects.common.layers import softmax_last_dim
 from projects.deformable_attention import get_sampling_op
 
 __all__ = ['BEVTemporalSelfAttention', 'BEVSpatialCrossAttention']
@@ -131,25 +132,23 @@ class BEVTemporalSelfAttention(_DeformableProjections):
             previous_bev = torch.where(usable, previous_bev, query)
             current = torch.where(usable, current, query)
         frames = self.NUM_FRAMES
-        # sample-major rows: row b * 2 + f is sample b's frame f (0: previous, 1: current)
-        values = torch.stack([previous_bev, current], dim=1).flatten(0, 1)  # (bs * 2, Q, C)
-        values = self._split_heads(values)
+        # the two maps are the op's two levels (of one shape): value (bs, 2 * Q, heads, dims)
+        values = self._split_heads(torch.cat([previous_bev, current], dim=1))
         query_with_pos = query + query_pos
         offset_input = torch.cat([previous_bev, query_with_pos], dim=-1)  # (bs, Q, 2C)
-        offsets = self.sampling_offsets(offset_input).view(bs, num_queries, self.num_heads,
-                                                           frames, 1, self.num_points, 2)
-        weights = self.attention_weights(offset_input).view(bs, num_queries, self.num_heads,
-                                                            frames, self.num_points).softmax(-1)
-        # (bs, Q, heads, frames, ...) -> the value rows' order (bs * frames, Q, heads, ...)
-        offsets = offsets.permute(0, 3, 1, 2, 4, 5, 6).flatten(0, 1)
-        weights = weights.permute(0, 3, 1, 2, 4).flatten(0, 1)[..., None, :]
-        bev_size_xy = bev_hw.flip(-1).to(offsets.dtype)  # (1, 2) as (W, H)
-        reference_points = reference_points.to(offsets.dtype).expand(bs, num_queries, 2)
-        reference_points = reference_points.repeat_interleave(frames, dim=0)  # (bs * 2, Q, 2)
-        locations = reference_points[:, :, None, None, None, :] + offsets / bev_size_xy
-        level_start = bev_hw.new_zeros(1)
-        sampled = self.sampling_op(values, bev_hw, level_start, locations, weights)
-        sampled = sampled.view(bs, frames, num_queries, self.embed_dims).mean(1)
+        offsets = self.sampling_offsets(offset_input).view(bs * num_queries, self.num_heads,
+                                                           frames, self.num_points, 1, 2)
+        reference_points = reference_points.expand(bs, num_queries, 2)
+        spatial_shapes = bev_hw.expand(frames, 2)  # (2, 2) (H, W) of both maps
+        locations = _sampling_locations(reference_points.reshape(bs * num_queries, 1, 2),
+                                        offsets, spatial_shapes.flip(-1))
+        locations = locations.view(bs, num_queries, self.num_heads, frames, self.num_points, 2)
+        # softmax over each map's points; the op's sum over both maps, with the weights
+        # halved, is the mean of the two maps' samples
+        weights = softmax_last_dim(self.attention_weights(offset_input).view(
+            bs, num_queries, self.num_heads, frames, self.num_points)) / frames
+        level_start = torch.stack([bev_hw.new_zeros(()), bev_hw[0].prod()])
+        sampled = self.sampling_op(values, spatial_shapes, level_start, locations, weights)
         return self.dropout(self.output_proj(sampled)) + query
 
 
@@ -204,31 +203,60 @@ class BEVSpatialCrossAttention(_DeformableProjections):
         hits = bev_mask.any(-1)  # (bs, cams, Q)
         hit_index, hit_valid = _pack_hits(hits)  # (bs, cams, M)
         rows = hit_index.shape[-1]
-        per_camera = query[:, None].expand(bs, num_cams, num_queries, embed_dims)
-        packed_query = _gather_queries(per_camera, hit_index)  # (bs, cams, M, C)
+        # rows of the (bs * Q, C) queries: gathered from them directly, not from a per-camera
+        # expanded copy (its gradient would be a (bs, cams, Q, C) scatter)
+        query_rows = (hit_index + torch.arange(bs, device=query.device)[:, None, None]
+                      * num_queries).flatten()  # (bs * cams * M,)
+        packed_query = query.reshape(bs * num_queries, embed_dims).index_select(0, query_rows)
         packed_points = _gather_queries(reference_points_cam.flatten(-2), hit_index)
         packed_points = packed_points.view(bs * num_cams, rows, self.num_heights, 2)
-        packed_query = packed_query.flatten(0, 1)  # (bs * cams, M, C)
+        packed_query = packed_query.view(bs * num_cams, rows, embed_dims)
 
         values = self._split_heads(img_feats.flatten(0, 1))  # (bs * cams, keys, heads, hd)
         per_height = self.num_points // self.num_heights
         offsets = self.sampling_offsets(packed_query).view(
-            bs * num_cams, rows, self.num_heads, self.num_levels, per_height, self.num_heights, 2)
-        level_size_xy = spatial_shapes.flip(-1).to(offsets.dtype)  # (levels, 2) as (w, h)
-        locations = (packed_points[:, :, None, None, None, :, :]
-                     + offsets / level_size_xy[:, None, None, :])
-        locations = locations.flatten(4, 5)  # (bs * cams, M, heads, levels, points, 2)
-        weights = self.attention_weights(packed_query).view(
-            bs * num_cams, rows, self.num_heads, self.num_levels * self.num_points).softmax(-1)
+            bs * num_cams * rows, self.num_heads, self.num_levels, per_height, self.num_heights, 2)
+        locations = _sampling_locations(packed_points.view(-1, self.num_heights, 2), offsets,
+                                        spatial_shapes.flip(-1))
+        locations = locations.view(bs * num_cams, rows, self.num_heads, self.num_levels,
+                                   self.num_points, 2)
+        weights = softmax_last_dim(self.attention_weights(packed_query).view(
+            bs * num_cams, rows, self.num_heads, self.num_levels * self.num_points))
         weights = weights.view(bs * num_cams, rows, self.num_heads, self.num_levels,
                                self.num_points)
         sampled = self.sampling_op(values, spatial_shapes, level_start_index, locations, weights)
         sampled = sampled.view(bs, num_cams, rows, embed_dims) * hit_valid[..., None]
 
-        summed = _sum_over_cameras(sampled.to(query.dtype), hit_index, num_queries)
+        summed = _sum_over_cameras(sampled.to(query.dtype), query_rows, num_queries)
         cameras_seen = hits.sum(1).clamp(min=1).reshape(-1, 1).to(summed.dtype)  # (bs * Q, 1)
         averaged = (summed / cameras_seen).view(bs, num_queries, embed_dims)
         return self.dropout(self.output_proj(averaged)) + query
+
+
+def _sampling_locations(reference: Tensor, offsets: Tensor, map_size_xy: Tensor) -> Tensor:
+    """Normalised sampling locations: reference point + offset / map size.
+
+    Args:
+        reference: (N, R, 2) normalised (x, y) of each row's R reference points.
+        offsets: (N, heads, levels, points_per_ref, R, 2) offsets in pixels of each level's
+            map; point (p, r) of a level is offset from reference point r.
+        map_size_xy: (levels, 2) each level's (W, H).
+
+    Returns:
+        (N, heads, levels, points_per_ref * R, 2), in float32 (float64 for float64 offsets):
+        a half-precision location would be off by a fraction of a pixel on a large map.
+
+    The offsets are divided as contiguous rows by a per-column size: dividing (x, y) pairs by a
+    broadcast (W, H) runs several times slower on CPU.
+    """
+    num_rows, num_heads, num_levels, per_ref, num_refs, _ = offsets.shape
+    dtype = torch.promote_types(offsets.dtype, torch.float32)
+    column_size = map_size_xy.to(dtype)[:, None, :].expand(num_levels, per_ref * num_refs, 2)
+    locations = offsets.reshape(num_rows * num_heads, -1) / column_size.reshape(-1)
+    # not in place: the TorchScript ONNX exporter mistraces an in-place add into a view
+    locations = (locations.view(num_rows, -1, num_refs * 2)
+                 + reference.to(dtype).reshape(num_rows, 1, num_refs * 2))
+    return locations.view(num_rows, num_heads, num_levels, per_ref * num_refs, 2)
 
 
 def _pack_hits(hits: Tensor):
@@ -253,17 +281,16 @@ def _pack_hits(hits: Tensor):
     return order.masked_fill(~hit_valid, 0), hit_valid.to(torch.float32)
 
 
-def _sum_over_cameras(sampled: Tensor, hit_index: Tensor, num_queries: int) -> Tensor:
-    """(bs, cams, M, C) per packed row -> (bs * Q, C) summed per query over the cameras."""
+def _sum_over_cameras(sampled: Tensor, query_rows: Tensor, num_queries: int) -> Tensor:
+    """(bs, cams, M, C) per packed row -> (bs * Q, C) summed per query over the cameras;
+    query_rows: (bs * cams * M,) each packed row's row in (bs * Q)."""
     bs, _, _, embed_dims = sampled.shape
     if is_exporting():
         # the rows are the queries (``_pack_hits``); exported, index_add would become a scatter
         # that overwrites repeated indices instead of adding them
         return sampled.sum(1).reshape(bs * num_queries, embed_dims)
     summed = sampled.new_zeros(bs * num_queries, embed_dims)
-    batch_offset = (torch.arange(bs, device=sampled.device) * num_queries)[:, None, None]
-    return summed.index_add_(0, (hit_index + batch_offset).reshape(-1),
-                             sampled.reshape(-1, embed_dims))
+    return summed.index_add_(0, query_rows, sampled.reshape(-1, embed_dims))
 
 
 def _gather_queries(per_query: Tensor, index: Tensor) -> Tensor:

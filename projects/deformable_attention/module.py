@@ -18,6 +18,7 @@ from mmengine.registry import MODELS
 from mmengine.utils import deprecated_api_warning
 from torch import Tensor
 
+from ..common.layers import softmax_last_dim
 from .ops import multi_scale_deformable_attention
 
 __all__ = ['FastMultiScaleDeformableAttention']
@@ -57,8 +58,8 @@ class FastMultiScaleDeformableAttention(MultiScaleDeformableAttention):
         if key_padding_mask is not None:
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         value = value.view(bs, value.shape[1], self.num_heads, -1)  # (bs, keys, heads, head_dims)
-        attention_weights = self.attention_weights(query).view(
-            bs, num_queries, self.num_heads, self.num_levels * self.num_points).softmax(-1)
+        attention_weights = softmax_last_dim(self.attention_weights(query).view(
+            bs, num_queries, self.num_heads, self.num_levels * self.num_points))
         attention_weights = attention_weights.view(bs, num_queries, self.num_heads,
                                                    self.num_levels, self.num_points)
         sampling_locations = self._sampling_locations(query, reference_points, spatial_shapes)

@@ -82,9 +82,12 @@ def multi_scale_deformable_attention(value: Tensor, spatial_shapes: Tensor,
     level_shapes = _check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                  attention_weights)
     bs, _, num_heads, head_dims = value.shape
-    # a non-finite location would be clamped or masked away; its NaN weight keeps it visible
-    attention_weights = torch.where(torch.isfinite(sampling_locations).all(-1), attention_weights,
-                                    float('nan'))
+    # a non-finite location would be clamped or masked away; its NaN weight keeps it visible:
+    # 0 * (x + y) is 0 where x and y are finite, NaN where either is not (3 passes; isfinite and
+    # where take 6)
+    with torch.no_grad():
+        nan_where_not_finite = (sampling_locations[..., 0] + sampling_locations[..., 1]).mul_(0.0)
+    attention_weights = attention_weights + nan_where_not_finite.to(attention_weights.dtype)
     if is_exporting():
         output = _grid_sample_attention(value, level_shapes, sampling_locations,
                                         attention_weights)
@@ -209,16 +212,16 @@ class _DeformableAttention(torch.autograd.Function):
         bs, _, num_heads, head_dims = value.shape
         padded_value = _pad_levels(value, level_shapes)  # (bs, padded_keys, heads, dims)
         index_dtype = _index_dtype(padded_value, sampling_locations)
-        slots = _slot_constants(level_shapes, sampling_locations.shape[4], num_heads,
-                                sampling_locations.dtype, index_dtype, value.device)
+        slots = _slot_constants(level_shapes, sampling_locations.shape[4], bs, num_heads,
+                                padded_value.shape[1], sampling_locations.dtype, index_dtype,
+                                value.device)
         rows, frac_xy, inside_xy = _sampling_corners(sampling_locations, slots,
-                                                     padded_value.shape[1],
                                                      with_inside=ctx.needs_input_grad[1])
-        attention_weights = attention_weights.reshape(frac_xy.shape[1:])  # (n, slots)
+        attention_weights = attention_weights.reshape(rows.shape[0], rows.shape[2])  # (n, slots)
         weights = _corner_weights(frac_xy, attention_weights).to(value.dtype)  # (n, 4, slots)
         table = padded_value.view(-1, head_dims)  # (bs*padded_keys*heads, dims)
         ctx.save_for_backward(table, rows, weights, frac_xy, inside_xy, attention_weights)
-        ctx.map_size, ctx.level_shapes = slots.map_size, level_shapes
+        ctx.map_size_xy, ctx.level_shapes = slots.map_size_xy, level_shapes
         ctx.padded_shape, ctx.locations_shape = padded_value.shape, sampling_locations.shape
         return _embedding_bag_sum(table, rows, weights)
 
@@ -234,7 +237,7 @@ class _DeformableAttention(torch.autograd.Function):
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             dots = _corner_dot_products(rows, grad_output, table).to(frac_xy.dtype)
             grad_locations, grad_attention = _point_gradients(dots, frac_xy, inside_xy,
-                                                              attention_weights, ctx.map_size)
+                                                              attention_weights, ctx.map_size_xy)
             grad_attention = grad_attention.view(ctx.locations_shape[:-1])
             if ctx.needs_input_grad[1]:
                 grad_locations = grad_locations.view(ctx.locations_shape)
@@ -244,10 +247,16 @@ class _DeformableAttention(torch.autograd.Function):
 def _pad_levels(value: Tensor, level_shapes: LevelShapes) -> Tensor:
     """(bs, num_keys, heads, dims) -> (bs, padded_keys, heads, dims), each map in a zero border."""
     bs, _, num_heads, head_dims = value.shape
-    padded = value.new_zeros(bs, _padded_keys(level_shapes), num_heads, head_dims)
+    padded = value.new_empty(bs, _padded_keys(level_shapes), num_heads, head_dims)
     level_maps = value.split([h * w for h, w in level_shapes], dim=1)
-    for interior, level_map in zip(_interiors(padded, level_shapes), level_maps):
-        interior.copy_(level_map.reshape(interior.shape))
+    for level, level_map, (h, w) in zip(_levels(padded, level_shapes), level_maps, level_shapes):
+        # only the border is zeroed: the interior is written once, by the copy
+        level[:, :_PAD_BEFORE].zero_()
+        level[:, _PAD_BEFORE + h:].zero_()
+        level[:, _PAD_BEFORE:_PAD_BEFORE + h, :_PAD_BEFORE].zero_()
+        level[:, _PAD_BEFORE:_PAD_BEFORE + h, _PAD_BEFORE + w:].zero_()
+        level[:, _PAD_BEFORE:_PAD_BEFORE + h, _PAD_BEFORE:_PAD_BEFORE + w].copy_(
+            level_map.view(bs, h, w, num_heads, head_dims))
     return padded
 
 
@@ -258,16 +267,20 @@ def _unpad_levels(padded: Tensor, level_shapes: LevelShapes) -> Tensor:
     return torch.cat([interior.reshape(bs, -1, num_heads, head_dims) for interior in interiors], 1)
 
 
-def _interiors(padded: Tensor, level_shapes: LevelShapes) -> List[Tensor]:
-    """Views (bs, H, W, heads, dims) of every level's map in (bs, padded_keys, heads, dims)."""
+def _levels(padded: Tensor, level_shapes: LevelShapes) -> List[Tensor]:
+    """Views (bs, H + 3, W + 3, heads, dims) of every padded level in (bs, padded_keys, heads,
+    dims)."""
     bs, _, num_heads, head_dims = padded.shape
     pad = _PAD_BEFORE + _PAD_AFTER
     levels = padded.split([(h + pad) * (w + pad) for h, w in level_shapes], dim=1)
-    return [
-        level.view(bs, h + pad, w + pad, num_heads, head_dims)[:, _PAD_BEFORE:_PAD_BEFORE + h,
-                                                               _PAD_BEFORE:_PAD_BEFORE + w]
-        for level, (h, w) in zip(levels, level_shapes)
-    ]
+    return [level.view(bs, h + pad, w + pad, num_heads, head_dims)
+            for level, (h, w) in zip(levels, level_shapes)]
+
+
+def _interiors(padded: Tensor, level_shapes: LevelShapes) -> List[Tensor]:
+    """Views (bs, H, W, heads, dims) of every level's map in (bs, padded_keys, heads, dims)."""
+    return [level[:, _PAD_BEFORE:_PAD_BEFORE + h, _PAD_BEFORE:_PAD_BEFORE + w]
+            for level, (h, w) in zip(_levels(padded, level_shapes), level_shapes)]
 
 
 def _padded_keys(level_shapes: LevelShapes) -> int:
@@ -284,67 +297,74 @@ def _index_dtype(padded_value: Tensor, sampling_locations: Tensor) -> torch.dtyp
 
 class _SlotConstants(NamedTuple):
     """Constants per sampling slot, i.e. per (level, point) flattened to slots = levels*points."""
-    map_size: Tensor  # (2, slots) the level's (W, H) in the coordinate dtype
+    map_size_xy: Tensor  # (2*slots,) the level's W, H interleaved as the locations' (x, y)
     line_stride: Tensor  # (slots,) rows between two image lines of the padded level
-    first_row: Tensor  # (slots,) the padded level's first row for batch 0, head 0
+    first_row: Tensor  # (bs, 1, heads, slots) the padded level's first row for that batch, head
     corner_offsets: Tensor  # (4, slots) rows from the top-left corner to y0x0, y0x1, y1x0, y1x1
 
 
-def _slot_constants(level_shapes: LevelShapes, num_points: int, num_heads: int,
-                    coord_dtype: torch.dtype, index_dtype: torch.dtype,
+def _slot_constants(level_shapes: LevelShapes, num_points: int, bs: int, num_heads: int,
+                    padded_keys: int, coord_dtype: torch.dtype, index_dtype: torch.dtype,
                     device: torch.device) -> _SlotConstants:
     """Rows of the flattened padded value: (batch * padded_keys + key) * heads + head."""
     pad = _PAD_BEFORE + _PAD_AFTER
     level_starts = [_padded_keys(level_shapes[:level]) for level in range(len(level_shapes))]
 
-    def per_slot(values: list, dtype: torch.dtype) -> Tensor:  # (..., levels) -> (..., slots)
+    def per_slot(values: list, dtype: torch.dtype) -> Tensor:  # (levels, ...) -> (slots, ...)
         per_level = torch.tensor(values, dtype=dtype, device=device)
-        return per_level.repeat_interleave(num_points, dim=-1)
+        return per_level.repeat_interleave(num_points, dim=0)
 
-    map_size = per_slot([[w for _, w in level_shapes], [h for h, _ in level_shapes]], coord_dtype)
+    map_size_xy = per_slot([[w, h] for h, w in level_shapes], coord_dtype).view(-1)
     line_stride = per_slot([(w + pad) * num_heads for _, w in level_shapes], index_dtype)
-    first_row = per_slot([start * num_heads for start in level_starts], index_dtype)
+    index = dict(dtype=index_dtype, device=device)
+    batch_head = (torch.arange(0, bs * padded_keys * num_heads, padded_keys * num_heads,
+                               **index).view(bs, 1, 1, 1)
+                  + torch.arange(num_heads, **index).view(1, 1, num_heads, 1))
+    first_row = batch_head + per_slot([start * num_heads for start in level_starts], index_dtype)
     right = torch.full_like(line_stride, num_heads)
     corner_offsets = torch.stack([torch.zeros_like(right), right, line_stride, line_stride + right])
-    return _SlotConstants(map_size, line_stride, first_row, corner_offsets)
+    return _SlotConstants(map_size_xy, line_stride, first_row, corner_offsets)
 
 
-def _sampling_corners(sampling_locations: Tensor, slots: _SlotConstants, padded_keys: int,
+def _sampling_corners(sampling_locations: Tensor, slots: _SlotConstants,
                       with_inside: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Where every sampling point reads the flattened padded value.
 
+    Every tensor here keeps the locations' own layout, (x, y) interleaved per slot: elementwise
+    work on it is contiguous (a de-interleaved (2, n, slots) view runs several times slower on CPU).
+
     Returns, with n = bs * queries * heads:
         rows: (n, 4, slots) rows of the corners y0x0, y0x1, y1x0, y1x1.
-        frac_xy: (2, n, slots) the point's fractional position (x, y) between its corners.
-        inside_xy: (2, n, slots) bool, False where the location was clamped (zero gradient
+        frac_xy: (n, 2*slots) the point's fractional position (x, y) between its corners.
+        inside_xy: (n, 2*slots) bool, False where the location was clamped (zero gradient
             there); None unless with_inside.
     """
     bs, num_queries, num_heads, num_levels, num_points, _ = sampling_locations.shape
     n, num_slots = bs * num_queries * num_heads, num_levels * num_points
-    locations = sampling_locations.reshape(n, num_slots, 2).permute(2, 0, 1)  # (2, n, slots)
-    map_size = slots.map_size.view(2, 1, num_slots)
+    locations = sampling_locations.reshape(n, 2 * num_slots)
     # pixel coordinate loc * size - 0.5, in the padded map; beyond [-1, size] all corners are
     # zero, so clamping there keeps the result and makes every corner a row of the padded map
     shift = locations.new_tensor(_PAD_BEFORE - 0.5)
-    padded_xy = torch.addcmul(shift, locations, map_size)  # (2, n, slots)
-    low, high = locations.new_tensor(_PAD_BEFORE - 1.0), map_size + _PAD_BEFORE
+    padded_xy = torch.addcmul(shift, locations, slots.map_size_xy)  # (n, 2*slots)
+    low, high = locations.new_tensor(_PAD_BEFORE - 1.0), slots.map_size_xy + _PAD_BEFORE
     inside_xy = (padded_xy >= low) & (padded_xy <= high) if with_inside else None
-    padded_xy = torch.clamp(padded_xy, min=low, max=high)
-    corner_xy = padded_xy.to(slots.first_row.dtype)  # (2, n, slots), the floor as it is >= 0
-    index = dict(dtype=corner_xy.dtype, device=corner_xy.device)
-    batch_stride = padded_keys * num_heads
-    batch_head = (torch.arange(0, bs * batch_stride, batch_stride, **index).view(bs, 1, 1, 1)
-                  + torch.arange(num_heads, **index).view(num_heads, 1))  # (bs, 1, heads, 1)
-    top_left = (corner_xy[1] * slots.line_stride).view(bs, num_queries, num_heads, num_slots)
-    top_left.add_(corner_xy[0].view(top_left.shape), alpha=num_heads)
-    top_left.add_(slots.first_row + batch_head)  # (bs, queries, heads, slots)
-    rows = top_left.view(n, 1, num_slots) + slots.corner_offsets  # (n, 4, slots)
-    return rows, padded_xy.frac_(), inside_xy
+    padded_xy = padded_xy.clamp_(min=low, max=high)
+    # the floor, as it is >= 0; a NaN coordinate (clamp keeps it) casts to the integer minimum,
+    # which clamp_min_ makes row 0, a valid row (its point's NaN weight keeps the NaN visible)
+    corner_xy = padded_xy.to(slots.line_stride.dtype).clamp_min_(0)  # (n, 2*slots)
+    top_left = torch.mul(corner_xy[:, 1::2], slots.line_stride)  # (n, slots)
+    top_left.add_(corner_xy[:, 0::2], alpha=num_heads)
+    top_left.view(bs, num_queries, num_heads, num_slots).add_(slots.first_row)
+    rows = top_left.new_empty(n, 4, num_slots)
+    for corner, offset in enumerate(slots.corner_offsets):
+        torch.add(top_left, offset, out=rows[:, corner])
+    return rows, padded_xy.sub_(corner_xy), inside_xy
 
 
 def _corner_weights(frac_xy: Tensor, attention_weights: Tensor) -> Tensor:
-    """(2, n, slots) fractions, (n, slots) attention -> (n, 4, slots) corner weights."""
-    frac_x, frac_y = frac_xy
+    """(n, 2*slots) fractions (x, y interleaved), (n, slots) attention -> (n, 4, slots) corner
+    weights."""
+    frac_x, frac_y = frac_xy[:, 0::2], frac_xy[:, 1::2]
     attention_y1 = attention_weights * frac_y  # (n, slots)
     attention_y0 = attention_weights - attention_y1  # (n, slots)
     frac_x0 = 1 - frac_x  # (n, slots)
@@ -435,11 +455,12 @@ def _gathered_dot_products(rows: Tensor, grad_output: Tensor, table: Tensor) -> 
 
 def _point_gradients(dots: Tensor, frac_xy: Tensor, inside_xy: Optional[Tensor],
                      attention_weights: Tensor,
-                     map_size: Tensor) -> Tuple[Optional[Tensor], Tensor]:
+                     map_size_xy: Tensor) -> Tuple[Optional[Tensor], Tensor]:
     """Gradients of the locations (n, slots, 2), None without inside_xy, and of the attention
     weights (n, slots) from the dot products (n, 4, slots) of the output gradient with the
-    corners y0x0, y0x1, y1x0, y1x1."""
-    frac_x, frac_y = frac_xy
+    corners y0x0, y0x1, y1x0, y1x1 (frac_xy, inside_xy: (n, 2*slots), map_size_xy: (2*slots,),
+    x and y interleaved)."""
+    frac_x, frac_y = frac_xy[:, 0::2], frac_xy[:, 1::2]
     top_left, top_right, bottom_left, bottom_right = dots.unbind(1)  # (n, slots) each
     top_dx, bottom_dx = top_right - top_left, bottom_right - bottom_left  # along each line
     top = torch.addcmul(top_left, frac_x, top_dx)  # x-interpolated top line
@@ -449,7 +470,7 @@ def _point_gradients(dots: Tensor, frac_xy: Tensor, inside_xy: Optional[Tensor],
         return None, grad_attention
     grad_x = torch.addcmul(top_dx, frac_y, bottom_dx.sub_(top_dx)).mul_(attention_weights)
     grad_y = bottom_minus_top.mul_(attention_weights)
-    grad_locations = grad_x.new_empty(grad_x.shape + (2, ))  # (n, slots, 2)
-    for axis, grad in enumerate((grad_x, grad_y)):  # d(pixel)/d(location) = size, 0 if clamped
-        torch.mul(grad, inside_xy[axis] * map_size[axis], out=grad_locations[..., axis])
+    grad_locations = torch.stack([grad_x, grad_y], dim=-1)  # (n, slots, 2)
+    # d(pixel)/d(location) = size, 0 where clamped
+    grad_locations.view(inside_xy.shape).mul_(inside_xy * map_size_xy)
     return grad_locations, grad_attention
