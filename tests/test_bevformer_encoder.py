@@ -322,8 +322,8 @@ def test_padded_hit_area_counts_the_padding_strip_as_the_official_code():
 
 
 def test_encoder_benchmark_tool_runs_every_part(capsys):
-    """tools/analysis/benchmark_bev_encoder.py at the tiny size, one repeat, forward parts and
-    the spatial cross-attention's cost against its hits."""
+    """tools/analysis/benchmark_bev_encoder.py at the tiny size, one repeat, forward parts, the
+    spatial cross-attention's cost against its hits and the top 3 ops of the profile."""
     import importlib.util
     import os.path as osp
     tool_file = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'analysis',
@@ -331,9 +331,11 @@ def test_encoder_benchmark_tool_runs_every_part(capsys):
     spec = importlib.util.spec_from_file_location('benchmark_bev_encoder', tool_file)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    tool.main(['--sizes', 'tiny', '--repeats', '1', '--skip-backward'])
+    tool.main(['--sizes', 'tiny', '--repeats', '1', '--skip-backward', '--profile', '3'])
     printed = capsys.readouterr().out
     assert 'encoder forward' in printed and 'every camera x every query' in printed
+    profile = printed[printed.index('self CPU time per op'):].splitlines()
+    assert len(profile) == 1 + 1 + 3 + 1 and profile[-1].startswith('total (every op)')
 
 
 @pytest.mark.parametrize('num_refs', [1, 4])

@@ -6,9 +6,11 @@ features and weights), prints per part (temporal self-attention, spatial cross-a
 layer, the whole encoder forward, and forward + backward) the median time and the peak memory
 growth of both ops and their ratios. Then shows that spatial cross-attention's cost follows the
 number of (camera, query) hits: the same attention with the hits limited to the BEV cells within
-a radius, against every camera attending with every query.
+a radius, against every camera attending with every query. ``--profile N`` adds the N ops that
+took the most time in each encoder (torch.profiler's self CPU time).
 
     python tools/analysis/benchmark_bev_encoder.py --sizes tiny small --repeats 3
+    python tools/analysis/benchmark_bev_encoder.py --sizes tiny --profile 15
 """
 import argparse
 import os
@@ -45,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all)')
     parser.add_argument('--skip-backward', action='store_true',
                         help='leave out the forward + backward measurement (the slowest)')
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='also print the N ops that took the most time (torch.profiler)')
     return parser.parse_args(argv)
 
 
@@ -164,6 +168,35 @@ def visible_query_scaling(size: str, repeats: int) -> None:
               f'{seconds * 1e3:8.1f}')
 
 
+def profile_ops(size: str, backward: bool, top: int) -> None:
+    """Where the time goes: torch.profiler's self CPU time per op, per encoder call (the mean of
+    two calls after a warm-up), ours beside the mmcv twin, for the forward and, unless skipped,
+    forward + backward."""
+    from torch.profiler import profile
+    encoders = build_encoders(size)
+    inputs = make_inputs(size, encoders['fast'])
+    parts = ['encoder forward'] + (['encoder fwd+bwd'] if backward else [])
+    for part in parts:
+        per_op = {}
+        for op in OPS:
+            call = part_calls(encoders[op], inputs, part)
+            call()
+            with profile() as prof:
+                for _ in range(2):
+                    call()
+            per_op[op] = {event.key: event.self_cpu_time_total / 2e3
+                          for event in prof.key_averages()}  # ms per call
+        names = sorted(set(per_op['fast']) | set(per_op['mmcv_pytorch']),
+                       key=lambda name: -max(per_op[op].get(name, 0.0) for op in OPS))
+        print(f'\n-- BEVFormer-{size} {part}: self CPU time per op (torch.profiler, ms per call)')
+        print(f'{"op":<44} {"ours ms":>9} {"mmcv ms":>9}')
+        for name in names[:top]:
+            print(f'{name[:44]:<44} {per_op["fast"].get(name, 0.0):9.2f} '
+                  f'{per_op["mmcv_pytorch"].get(name, 0.0):9.2f}')
+        print(f'{"total (every op)":<44} {sum(per_op["fast"].values()):9.2f} '
+              f'{sum(per_op["mmcv_pytorch"].values()):9.2f}')
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -172,6 +205,8 @@ def main(argv=None) -> None:
     for size in args.sizes:
         compare_ops(size, args.repeats, backward=not args.skip_backward)
         visible_query_scaling(size, args.repeats)
+        if args.profile:
+            profile_ops(size, backward=not args.skip_backward, top=args.profile)
 
 
 if __name__ == '__main__':
