@@ -11,6 +11,7 @@ from backbone_helpers import randomize_
 from mmengine.config import Config
 from torch import nn
 
+from projects.common import window_ops
 from projects.common.export import export_mode, is_exporting
 from projects.deformable_attention.ops import multi_scale_deformable_attention
 from projects.moa import MOABackbone
@@ -46,9 +47,11 @@ SMALL_BACKBONES = {
 
 # ------------------------------------------------------------------ export paths, eager
 @pytest.mark.parametrize('name', sorted(SMALL_BACKBONES))
-def test_backbone_export_path_computes_the_fast_path(name):
-    """The formulation taken while exporting (plain linear, products, one chunk, index plan in
-    the graph) gives the fast path's features, and leaves no traced tensor in the caches."""
+def test_backbone_export_path_computes_the_fast_path(name, monkeypatch):
+    """The formulation taken while exporting (plain linear, products, index plan in the graph,
+    chunks of 40 tokens here: an uneven last one, shifted windows' masks split per chunk) gives
+    the fast path's features (one chunk), and leaves no traced tensor in the caches."""
+    monkeypatch.setattr(window_ops, 'EXPORT_CHUNK_ROWS', 40)
     model = randomize_(SMALL_BACKBONES[name]())
     images = torch.randn(2, 3, *ODD_HW)
     with torch.no_grad():
@@ -114,6 +117,26 @@ def test_toy_detectors_export_and_match_pytorch_in_onnx_runtime(tmp_path, config
     ONNX Runtime's raw head outputs within 1e-4 (relative to their scale) of PyTorch's."""
     _, difference = _export(tmp_path, osp.join(TOY, config), input_hw=ODD_HW)
     assert difference <= 1e-4
+
+
+@needs_onnx
+@pytest.mark.parametrize('config', ['retinanet_swin-nano_fpn_1xb8-50e_toy-coco.py',
+                                    'retinanet_moa-nano_fpn_1xb8-50e_toy-coco.py'])
+def test_window_backbones_export_in_chunks(tmp_path, monkeypatch, config):
+    """Exported in chunks of 100 tokens (an uneven last one, shifted windows' masks split per
+    chunk, Slice ops in the graph), the toy detector still matches PyTorch (one chunk) in ONNX
+    Runtime."""
+    import onnx
+    (tmp_path / 'whole').mkdir()
+    (tmp_path / 'chunked').mkdir()
+    whole, _ = _export(tmp_path / 'whole', osp.join(TOY, config), input_hw=ODD_HW)
+    monkeypatch.setattr(window_ops, 'EXPORT_CHUNK_ROWS', 100)
+    chunked, difference = _export(tmp_path / 'chunked', osp.join(TOY, config), input_hw=ODD_HW)
+    assert difference <= 1e-4
+
+    def slices(onnx_file):
+        return sum(node.op_type == 'Slice' for node in onnx.load(onnx_file).graph.node)
+    assert slices(chunked) > slices(whole)
 
 
 @needs_onnx

@@ -6,14 +6,14 @@
 - reordering (:func:`gather_windows` / :func:`scatter_windows`): raster order <-> padded window
   order with one gather each way (padding slots zeroed), with an autograd Function whose backward
   is a gather too, instead of padding, rolling, partitioning, reversing and cropping;
-- chunking (:data:`CHUNK_ROWS`, :func:`token_chunks`): token-wise layers run in chunks of tokens;
+- chunking (:func:`chunk_rows`, :func:`token_chunks`): token-wise layers run in chunks of tokens;
 - products: without autograd on CPU, linear layers run in oneDNN (:func:`linear`) and window
   attention as batched products per head (:func:`window_attention`); otherwise
   ``F.linear`` and ``scaled_dot_product_attention``.
 
 While the model is traced for ONNX (:func:`projects.common.export.is_exporting`), each of these
-takes its plain formulation: ``F.linear``, the attention products written out, one chunk, the
-index plan computed in the graph and plain gathers.
+takes its plain formulation: ``F.linear``, the attention products written out, the index plan
+computed in the graph and plain gathers; the chunks stay (smaller ones, :data:`EXPORT_CHUNK_ROWS`).
 """
 import math
 from typing import List, NamedTuple, Optional, Tuple
@@ -31,6 +31,9 @@ SHIFT_MASK_VALUE = -100.0  # what the reference adds between tokens of different
 # allocator instead of being faulted in afresh per call. Tokens are independent, so the chunks
 # give the same result as one call.
 CHUNK_ROWS = 8192
+# While exporting, chunks of this many tokens: ONNX Runtime does best with smaller ones (its
+# memory plan holds every intermediate of the graph; docs/deployment.md has the measurements).
+EXPORT_CHUNK_ROWS = 4096
 # oneDNN's fused linear (an op PyTorch registers for its compiler), used by :func:`linear`
 ONEDNN_LINEAR = (torch.backends.mkldnn.is_available()
                  and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
@@ -203,10 +206,18 @@ def scatter_windows(windows: Tensor, layout: WindowLayout) -> Tensor:
     return _WindowReorder.apply(windows, layout, False)
 
 
-def token_chunks(x: Tensor, rows: int) -> List[Tensor]:
-    """(B, L, C) tokens -> chunks of ``rows`` tokens along L (the last one shorter); one chunk
-    while exporting (ONNX Runtime rejects the uneven Split)."""
-    return [x] if is_exporting() else list(x.split(rows, dim=1))
+def chunk_rows() -> int:
+    """Tokens per chunk of the token-wise layers: :data:`CHUNK_ROWS`, or
+    :data:`EXPORT_CHUNK_ROWS` while exporting."""
+    return EXPORT_CHUNK_ROWS if is_exporting() else CHUNK_ROWS
+
+
+def token_chunks(x: Tensor, rows: int, dim: int = 1) -> List[Tensor]:
+    """Chunks of ``rows`` along ``dim`` (the last one shorter), e.g. (B, L, C) tokens along L.
+    Slices with fixed bounds: exported, they are Slice ops (ONNX Runtime rejects an uneven
+    Split)."""
+    length = x.shape[dim]
+    return [x.narrow(dim, start, min(rows, length - start)) for start in range(0, length, rows)]
 
 
 def cat_tokens(parts: List[Tensor]) -> Tensor:

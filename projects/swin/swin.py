@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..common.backbone import StagedBackbone, check_stage_indices
 from ..common.layers import drop_path, map_to_tokens, tokens_to_map
-from ..common.window_ops import (CHUNK_ROWS, WindowLayout, cat_tokens, gather_windows, linear,
+from ..common.window_ops import (WindowLayout, cat_tokens, chunk_rows, gather_windows, linear,
                                  scatter_windows, token_chunks, window_attention, window_layout)
 from .convert import checkpoint_layout as swin_checkpoint_layout
 from .convert import convert_swin_checkpoint
@@ -74,7 +74,7 @@ def attention_mask(position_bias: Tensor, shift_mask: Optional[Tensor], batch_si
 
 
 class Mlp(nn.Module):
-    """Per-token feed-forward: Linear, GELU, Linear; run in chunks of :data:`CHUNK_ROWS` tokens."""
+    """Per-token feed-forward: Linear, GELU, Linear; run in chunks of :func:`chunk_rows` tokens."""
 
     def __init__(self, embed_dims: int, hidden_dims: int, drop_rate: float = 0.0):
         super().__init__()
@@ -89,7 +89,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, L, C) tokens -> (B, L, C)."""
-        parts = token_chunks(x, max(1, CHUNK_ROWS // x.shape[0]))
+        parts = token_chunks(x, max(1, chunk_rows() // x.shape[0]))
         return cat_tokens([self.feed_forward(part) for part in parts])
 
 
@@ -126,15 +126,14 @@ class WindowAttentionBase(nn.Module):
 
     def forward(self, x: Tensor, layout: WindowLayout) -> Tensor:
         """(B, H*W, C) raster tokens -> (B, H*W, C) attended within the layout's windows, in
-        chunks of about :data:`CHUNK_ROWS` tokens."""
+        chunks of about :func:`chunk_rows` tokens."""
         windows = gather_windows(x, layout)  # (B, Hp*Wp, C)
-        per_chunk = max(1, CHUNK_ROWS // (x.shape[0] * self.window_area))  # windows
+        per_chunk = max(1, chunk_rows() // (x.shape[0] * self.window_area))  # windows
         parts = token_chunks(windows, per_chunk * self.window_area)
         if layout.shift_mask is None:
             shift_masks = [None] * len(parts)
         else:  # the masks of each chunk's windows
-            shift_masks = [layout.shift_mask] if len(parts) == 1 else layout.shift_mask.split(
-                per_chunk)
+            shift_masks = token_chunks(layout.shift_mask, per_chunk, dim=0)
         bias = self.position_bias()  # (1, heads, N, N)
         out = cat_tokens([self.attend(part, attention_mask(bias, shift_mask, x.shape[0]))
                           for part, shift_mask in zip(parts, shift_masks)])  # (B, Hp*Wp, C)
