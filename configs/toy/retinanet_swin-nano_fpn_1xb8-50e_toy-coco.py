@@ -9,15 +9,7 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(
-        _base_.swin_t,
-        embed_dims=32,
-        depths=[2, 2, 2, 2],
-        num_heads=[1, 2, 4, 8],
-        window_size=4,
-        drop_path_rate=0.1,
-        out_indices=(1, 2, 3),
-        init_cfg=None),
+    backbone=_base_.swin_nano,
     # strides 8, 16, 32 only (a 128x128 image has nothing for 64 and 128), anchors of 16-101 px
     # for objects of 19-64 px
     neck=dict(in_channels=[64, 128, 256], out_channels=64, start_level=0, num_outs=3),

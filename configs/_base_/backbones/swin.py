@@ -22,6 +22,17 @@ swin_t = dict(
     with_cp=False,
     init_cfg=dict(type='Pretrained', checkpoint=_v1 + 'swin_tiny_patch4_window7_224.pth'))
 
+# A small Swin for the toy COCO configs (trained from scratch: no pretrained weights).
+swin_nano = dict(
+    swin_t,
+    embed_dims=32,
+    depths=[2, 2, 2, 2],
+    num_heads=[1, 2, 4, 8],
+    window_size=4,
+    drop_path_rate=0.1,
+    out_indices=(1, 2, 3),
+    init_cfg=None)
+
 swin_s = dict(
     swin_t,
     depths=[2, 2, 18, 2],
