@@ -13,8 +13,10 @@ from mmengine.config import ConfigDict
 from official_layouts import official_swin_state_dict
 from torch import nn
 
-from projects.common.window_ops import (gather_windows, linear, scatter_windows, shift_window_mask,
-                                        window_attention, window_layout)
+from projects.common.export import export_mode
+from projects.common.window_ops import (gather_window_chunks, gather_windows, linear,
+                                        scatter_windows, shift_window_mask, window_attention,
+                                        window_layout)
 from projects.swin import SwinBackbone, SwinV2Backbone, convert_swin_checkpoint
 from projects.swin.swin import SwinBlockV2, WindowAttentionV2
 
@@ -232,6 +234,11 @@ def test_window_reorder_matches_plain_indexing_and_passes_gradcheck(hw, shift):
     windows = gather_windows(x, layout)
     assert torch.equal(windows, expected)
     assert torch.equal(scatter_windows(windows, layout), x)
+    with export_mode():  # a gather per chunk from the tokens and an appended zero token
+        chunks = gather_window_chunks(x.detach(), layout, 10)
+        assert torch.equal(gather_windows(x.detach(), layout), expected)
+    assert [len(chunk[0]) for chunk in chunks[:-1]] == [10] * (len(chunks) - 1)
+    assert torch.equal(torch.cat(chunks, dim=1), expected)
     assert torch.autograd.gradcheck(lambda t: gather_windows(t, layout), (x, ))
     y = torch.randn(2, windows.shape[1], 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: scatter_windows(t, layout), (y, ))

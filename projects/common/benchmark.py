@@ -1,7 +1,8 @@
 """Wall-clock time and peak memory of one callable, for benchmarks that compare implementations.
 
 ``measure(fn, repeats, warmup, device)`` is the API; ``measure_interleaved`` runs it for several
-callables in alternation (fair under load from other processes). Peak memory is the growth above
+callables in alternation (fair under load from other processes), ``round_ratios`` compares two of
+them round by round. Peak memory is the growth above
 what was resident in the process (CPU) or allocated to tensors (CUDA) just before the timed calls:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (tensor memory only).
@@ -16,11 +17,12 @@ import ctypes
 import re
 import statistics
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
-__all__ = ['measure', 'measure_interleaved', 'format_mib']
+__all__ = ['measure', 'interleaved_samples', 'measure_interleaved', 'summarize',
+           'round_ratios', 'format_mib']
 
 _STATUS = '/proc/self/status'
 _CLEAR_REFS = '/proc/self/clear_refs'
@@ -51,14 +53,14 @@ def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
     return statistics.median(seconds), memory.peak()
 
 
-def measure_interleaved(fns: Dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
+def interleaved_samples(fns: Dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
                         device: Union[str, torch.device] = 'cpu'
-                        ) -> Dict[str, Tuple[float, Optional[int]]]:
-    """:func:`measure` for several callables, one timed call of each per round, so that load
-    from other processes on a shared machine hits them alike.
+                        ) -> Dict[str, List[Tuple[float, Optional[int]]]]:
+    """Calls the callables in rounds, one timed call of each per round (after ``warmup`` untimed
+    calls of each), so that load from other processes on a shared machine hits them alike.
 
     Returns:
-        name -> (median seconds per call, largest peak bytes over its calls, or None).
+        name -> one (seconds, peak bytes or None) per round, as :func:`measure` gives for one call.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f'measure needs repeats >= 1 and warmup >= 0, got {repeats} and {warmup}')
@@ -69,9 +71,38 @@ def measure_interleaved(fns: Dict[str, Callable[[], Any]], repeats: int = 5, war
     for _ in range(repeats):
         for name, fn in fns.items():
             samples[name].append(measure(fn, repeats=1, warmup=0, device=device))
-    return {name: (statistics.median(s for s, _ in runs),
-                   None if any(p is None for _, p in runs) else max(p for _, p in runs))
-            for name, runs in samples.items()}
+    return samples
+
+
+def measure_interleaved(fns: Dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
+                        device: Union[str, torch.device] = 'cpu'
+                        ) -> Dict[str, Tuple[float, Optional[int]]]:
+    """:func:`measure` for several callables, in the rounds of :func:`interleaved_samples`.
+
+    Returns:
+        name -> (median seconds per call, largest peak bytes over its calls, or None).
+    """
+    samples = interleaved_samples(fns, repeats, warmup, device)
+    return {name: summarize(runs) for name, runs in samples.items()}
+
+
+def summarize(runs: List[Tuple[float, Optional[int]]]) -> Tuple[float, Optional[int]]:
+    """One callable's :func:`interleaved_samples` -> (median seconds per call, largest peak bytes
+    over its calls, or None)."""
+    return (statistics.median(s for s, _ in runs),
+            None if any(p is None for _, p in runs) else max(p for _, p in runs))
+
+
+def round_ratios(slower: List[Tuple[float, Any]],
+                 faster: List[Tuple[float, Any]]) -> Tuple[float, float, float]:
+    """Speed of ``faster`` relative to ``slower`` from :func:`interleaved_samples` rounds: the
+    lower quartile, median and upper quartile of the per-round time ratios slower / faster.
+    A round's two calls ran back to back, so a ratio of the same round cancels most of a
+    shared machine's slow drifts, which a ratio of medians does not."""
+    ratios = sorted(a / b for (a, _), (b, _) in zip(slower, faster))
+    quartiles = (statistics.quantiles(ratios, n=4, method='inclusive') if len(ratios) > 1
+                 else ratios * 3)
+    return quartiles[0], statistics.median(ratios), quartiles[2]
 
 
 def format_mib(num_bytes: Optional[int], decimals: int = 0) -> str:

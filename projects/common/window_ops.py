@@ -13,7 +13,8 @@
 
 While the model is traced for ONNX (:func:`projects.common.export.is_exporting`), each of these
 takes its plain formulation: ``F.linear``, the attention products written out, the index plan
-computed in the graph and plain gathers; the chunks stay (smaller ones, :data:`EXPORT_CHUNK_ROWS`).
+computed in the graph and plain gathers (one per chunk, :func:`gather_window_chunks`); the chunks
+stay (smaller ones, :data:`EXPORT_CHUNK_ROWS`).
 """
 import math
 from typing import List, NamedTuple, Optional, Tuple
@@ -195,8 +196,24 @@ class _WindowReorder(torch.autograd.Function):
 def gather_windows(x: Tensor, layout: WindowLayout) -> Tensor:
     """(B, H*W, C) raster tokens -> (B, Hp*Wp, C) tokens in window order, zero in the padding."""
     if is_exporting():  # autograd Functions do not export
-        return torch.where(layout.inside[:, None], gather_tokens(x, layout.window_tokens), 0.0)
+        return gather_window_chunks(x, layout, layout.inside.shape[0])[0]
     return _WindowReorder.apply(x, layout, True)
+
+
+def gather_window_chunks(x: Tensor, layout: WindowLayout, rows: int) -> List[Tensor]:
+    """(B, H*W, C) raster tokens -> :func:`gather_windows` in chunks of ``rows`` window slots
+    ((B, rows, C) each, the last one shorter).
+
+    Eagerly, views of one gather. While exporting, one gather per chunk from the tokens with a
+    zero token appended, which the padding slots gather: no Slice of the gathered windows and no
+    Where over them (ONNX Runtime's broadcasting Where is a slow pass over every slot).
+    """
+    if not is_exporting():
+        return token_chunks(gather_windows(x, layout), rows)
+    B, L, C = x.shape
+    with_zero = torch.cat((x, x.new_zeros(B, 1, C)), dim=1)  # (B, L + 1, C)
+    slot_tokens = torch.where(layout.inside, layout.window_tokens, L)  # (Hp*Wp,)
+    return [gather_tokens(with_zero, index) for index in token_chunks(slot_tokens, rows, dim=0)]
 
 
 def scatter_windows(windows: Tensor, layout: WindowLayout) -> Tensor:

@@ -32,8 +32,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..common.backbone import StagedBackbone, check_stage_indices
+from ..common.export import is_exporting
 from ..common.layers import drop_path, map_to_tokens, tokens_to_map
-from ..common.window_ops import (WindowLayout, cat_tokens, chunk_rows, gather_windows, linear,
+from ..common.window_ops import (WindowLayout, cat_tokens, chunk_rows, gather_window_chunks, linear,
                                  scatter_windows, token_chunks, window_attention, window_layout)
 from .convert import checkpoint_layout as swin_checkpoint_layout
 from .convert import convert_swin_checkpoint
@@ -110,11 +111,21 @@ class WindowAttentionBase(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
-    def split_heads(self, qkv: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """(B, L, 3C) projections of window-ordered tokens -> q, k, v (B * nW, heads, N, d)."""
-        B, L, C3 = qkv.shape
-        qkv = qkv.view(B * L // self.window_area, self.window_area, 3, self.num_heads,
-                       C3 // (3 * self.num_heads))
+    def project_heads(self, windows: Tensor, weight: Tensor,
+                      bias: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """(B, L, C) window-ordered tokens, (3C, C) qkv projection -> q, k, v (B * nW, heads, N, d).
+
+        One product, split into views; while exporting, three products (ONNX Runtime would copy
+        the strided q, k and v out of one before transposing them)."""
+        B, L, C = windows.shape
+        if is_exporting():
+            biases = (None, ) * 3 if bias is None else bias.chunk(3)
+            return tuple(
+                linear(windows, w, b).view(-1, self.window_area, self.num_heads,
+                                           C // self.num_heads).transpose(1, 2)
+                for w, b in zip(weight.chunk(3), biases))
+        qkv = linear(windows, weight, bias).view(B * L // self.window_area, self.window_area, 3,
+                                                 self.num_heads, C // self.num_heads)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
     def attend(self, windows: Tensor, mask: Tensor) -> Tensor:
@@ -127,9 +138,8 @@ class WindowAttentionBase(nn.Module):
     def forward(self, x: Tensor, layout: WindowLayout) -> Tensor:
         """(B, H*W, C) raster tokens -> (B, H*W, C) attended within the layout's windows, in
         chunks of about :func:`chunk_rows` tokens."""
-        windows = gather_windows(x, layout)  # (B, Hp*Wp, C)
         per_chunk = max(1, chunk_rows() // (x.shape[0] * self.window_area))  # windows
-        parts = token_chunks(windows, per_chunk * self.window_area)
+        parts = gather_window_chunks(x, layout, per_chunk * self.window_area)  # (B, n*N, C) each
         if layout.shift_mask is None:
             shift_masks = [None] * len(parts)
         else:  # the masks of each chunk's windows
@@ -160,7 +170,7 @@ class WindowAttention(WindowAttentionBase):
 
     def queries_keys_values(self, windows: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """(B, Hp*Wp, C) window-ordered tokens -> q, k, v (B * nW, heads, N, d)."""
-        return self.split_heads(linear(windows, self.qkv.weight, self.qkv.bias))
+        return self.project_heads(windows, self.qkv.weight, self.qkv.bias)
 
 
 class WindowAttentionV2(WindowAttentionBase):
@@ -205,7 +215,7 @@ class WindowAttentionV2(WindowAttentionBase):
     def queries_keys_values(self, windows: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """(B, Hp*Wp, C) -> unit keys, unit queries times the temperature, values
         (B * nW, heads, N, d)."""
-        q, k, v = self.split_heads(linear(windows, self.qkv.weight, self.qkv_bias()))
+        q, k, v = self.project_heads(windows, self.qkv.weight, self.qkv_bias())
         temperature = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (heads, 1, 1)
         return F.normalize(q, dim=-1) * temperature, F.normalize(k, dim=-1), v
 

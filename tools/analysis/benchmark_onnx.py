@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from mmengine.config import Config  # noqa: E402
 
 import projects  # noqa: E402,F401
-from projects.common.benchmark import format_mib, measure_interleaved  # noqa: E402
+from projects.common.benchmark import (format_mib, interleaved_samples, round_ratios,  # noqa: E402
+                                       summarize)
 from projects.deploy.onnx_export import (PARTS, export_onnx, exported_network,  # noqa: E402
                                          verify_onnx)
 from projects.deploy.onnx_runtime import OnnxRuntimeNetwork  # noqa: E402
@@ -37,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='input size (default: the test pipeline\'s)')
     parser.add_argument('--part', choices=PARTS, default='detector',
                         help='the network up to the raw head outputs, or backbone and neck')
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=11,
+                        help='rounds, each one timed call of both (default: 11)')
     parser.add_argument('--threads', type=int, default=None,
                         help='threads for both (default: torch\'s)')
     return parser.parse_args(argv)
@@ -59,7 +61,7 @@ def main(argv=None) -> None:
         session = OnnxRuntimeNetwork(onnx_file, torch.get_num_threads(), memory_arena=False)
         arrays = {name: tensor.numpy() for name, tensor in named.items()}
         with torch.no_grad():
-            results = measure_interleaved({
+            samples = interleaved_samples({
                 'PyTorch (ours)': lambda: network(*inputs),
                 'ONNX Runtime': lambda: session.run_named(arrays),
             }, repeats=args.repeats, warmup=1)
@@ -71,12 +73,15 @@ def main(argv=None) -> None:
           f'{torch.get_num_threads()} threads, CPU; ONNX Runtime vs PyTorch max abs difference '
           f'{difference:.2g}')
     print(f'{"":<16} {"ms (median)":>12} {"peak memory":>12}')
+    results = {name: summarize(runs) for name, runs in samples.items()}
     for name, (seconds, peak) in results.items():
         print(f'{name:<16} {seconds * 1e3:12.1f} {format_mib(peak):>12}')
-    (torch_s, torch_peak), (ort_s, ort_peak) = results.values()
+    (_, torch_peak), (_, ort_peak) = results.values()
     memory = (f', peak memory {ort_peak / torch_peak:.2f}x PyTorch\'s'
               if torch_peak and ort_peak is not None else '')
-    print(f'ONNX Runtime: {torch_s / ort_s:.2f}x the speed of PyTorch{memory}')
+    low, speed, high = round_ratios(*samples.values())
+    print(f'ONNX Runtime: {speed:.2f}x the speed of PyTorch (median of the {args.repeats} '
+          f'rounds\' time ratios, quartiles {low:.2f}-{high:.2f}x){memory}')
 
 
 if __name__ == '__main__':
