@@ -118,12 +118,12 @@ class WindowAttentionBase(nn.Module):
         One product, split into views; while exporting, three products (ONNX Runtime would copy
         the strided q, k and v out of one before transposing them)."""
         B, L, C = windows.shape
-        if is_exporting():
-            biases = (None, ) * 3 if bias is None else bias.chunk(3)
+        if is_exporting():  # fixed slices of the weights, which the exporter folds (not a Split)
+            biases = (None, ) * 3 if bias is None else token_chunks(bias, C, dim=0)
             return tuple(
                 linear(windows, w, b).view(-1, self.window_area, self.num_heads,
                                            C // self.num_heads).transpose(1, 2)
-                for w, b in zip(weight.chunk(3), biases))
+                for w, b in zip(token_chunks(weight, C, dim=0), biases))
         qkv = linear(windows, weight, bias).view(B * L // self.window_area, self.window_area, 3,
                                                  self.num_heads, C // self.num_heads)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
